@@ -1,0 +1,54 @@
+// Benchmark settings: defaults, each overridable by an environment variable.
+
+/** Every knob, its environment variable, default and meaning (printed by `node bench/run.js --help`). */
+export const OPTIONS = [
+  ['brokers', 'BENCH_BROKERS', 'aedes,signalbox', 'brokers to measure, comma-separated (aedes, signalbox)'],
+  ['phases', 'BENCH_PHASES', 'throughput,latency,idle', 'phases to run, comma-separated'],
+  ['ceiling', 'BENCH_CEILING', 1, '1 = also run the throughput load against the null broker (load generator ceiling)'],
+  ['publishers', 'BENCH_PUBLISHERS', 4, 'publishing connections, each on its own topic'],
+  ['qos0Messages', 'BENCH_QOS0_MESSAGES', 100_000, 'messages in the QoS 0 throughput run'],
+  ['qos1Messages', 'BENCH_QOS1_MESSAGES', 50_000, 'messages in the QoS 1 throughput run'],
+  ['warmupMessages', 'BENCH_WARMUP_MESSAGES', 10_000, 'messages sent (and not measured) before each throughput run'],
+  ['payloadBytes', 'BENCH_PAYLOAD_BYTES', 64, 'payload size, bytes (at least 14)'],
+  ['window', 'BENCH_WINDOW', 100, 'QoS 1: unacked messages each publisher may have in flight'],
+  ['batch', 'BENCH_BATCH', 64, 'QoS 0 throughput: PUBLISH packets per socket write'],
+  ['rate', 'BENCH_RATE', 5_000, 'latency phase: messages per second, all publishers together'],
+  ['rateSeconds', 'BENCH_RATE_SECONDS', 5, 'latency phase: measured seconds per QoS'],
+  ['rateWarmupSeconds', 'BENCH_RATE_WARMUP_SECONDS', 1, 'latency phase: unmeasured seconds first'],
+  ['idleConnections', 'BENCH_IDLE_CONNECTIONS', 10_000, 'idle phase: connections to open'],
+  ['idleConcurrency', 'BENCH_IDLE_CONCURRENCY', 100, 'idle phase: CONNECTs in flight at once'],
+  ['idleKeepaliveS', 'BENCH_IDLE_KEEPALIVE_S', 600, 'idle phase: keepalive the clients ask for, seconds'],
+  ['phaseTimeoutMs', 'BENCH_PHASE_TIMEOUT_MS', 40_000, 'a phase against one broker fails after this long'],
+];
+
+/**
+ * Reads the settings from `env`; collects every bad value and throws once, naming them all.
+ * @param {NodeJS.ProcessEnv} env
+ */
+export function readOptions(env) {
+  const options = {};
+  const problems = [];
+  for (const [key, name, fallback] of OPTIONS) {
+    const raw = env[name];
+    if (raw === undefined || raw === '') {
+      options[key] = fallback;
+    } else if (typeof fallback === 'number') {
+      const n = Number(raw.replaceAll('_', ''));
+      if (!Number.isFinite(n) || n < 0) problems.push(`${name} must be a non-negative number, got ${JSON.stringify(raw)}`);
+      else options[key] = n;
+    } else {
+      options[key] = raw;
+    }
+  }
+  for (const key of ['brokers', 'phases']) options[key] = String(options[key]).split(',').map((s) => s.trim()).filter(Boolean);
+  const unknownBroker = options.brokers.filter((b) => !['aedes', 'signalbox'].includes(b));
+  if (unknownBroker.length) problems.push(`BENCH_BROKERS: unknown ${unknownBroker.join(', ')}; accepted: aedes, signalbox`);
+  const unknownPhase = options.phases.filter((p) => !['throughput', 'latency', 'idle'].includes(p));
+  if (unknownPhase.length) problems.push(`BENCH_PHASES: unknown ${unknownPhase.join(', ')}; accepted: throughput, latency, idle`);
+  if (options.payloadBytes < 14) problems.push(`BENCH_PAYLOAD_BYTES must be at least 14 (timestamp, publisher, sequence), got ${options.payloadBytes}`);
+  if (options.publishers < 1 || options.publishers > 1000) problems.push(`BENCH_PUBLISHERS must be 1..1000, got ${options.publishers}`);
+  if (options.window < 1 || options.window > 65_535) problems.push(`BENCH_WINDOW must be 1..65535, got ${options.window}`);
+  if (options.idleConnections > 18_000) problems.push(`BENCH_IDLE_CONNECTIONS must be at most 18000 (fd limit 20000 per process), got ${options.idleConnections}`);
+  if (problems.length) throw new Error(`bad benchmark settings:\n  ${problems.join('\n  ')}`);
+  return options;
+}

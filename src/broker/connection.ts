@@ -1,0 +1,314 @@
+import type { Duplex } from 'node:stream';
+import mqttPacket, { type IConnectPacket, type Packet } from 'mqtt-packet';
+import type { TimerHandle } from '../clock.js';
+import type { BrokerContext } from './context.js';
+import { dispatch } from './handlers/index.js';
+import { RC } from './reason-codes.js';
+import type { Delivery, Sender, Session } from './session.js';
+import type { Message, MessageProperties } from './types.js';
+
+type ProtocolVersion = 3 | 4 | 5;
+
+/** The parts of mqtt-packet's Parser we reach into; its typings do not declare them. */
+interface ParserInternals {
+  packet: { length: number };
+  error: Error | null;
+  _list: { length: number; toString(enc: string, start: number, end: number): string; slice(start: number, end: number): Buffer };
+  _pos: number;
+  _parseLength(): boolean;
+  _parseNum(): number;
+  _parseString(): string | null;
+  _emitError(err: Error): void;
+}
+
+/** A parse failure that maps to a specific MQTT 5 reason code. */
+class PacketError extends Error {
+  constructor(message: string, readonly reasonCode: number) {
+    super(message);
+  }
+}
+
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+/**
+ * Makes mqtt-packet's parser enforce two things it does not: the maximum packet size, checked
+ * as soon as the fixed header is read so an oversized body is never buffered, and well-formed
+ * UTF-8 without U+0000 in every string [MQTT-1.5.4-1, MQTT-1.5.4-2].
+ */
+function hardenParser(parser: ReturnType<typeof mqttPacket.parser>, maxPacketSize: number): void {
+  const p = parser as unknown as ParserInternals;
+  const parseLength = p._parseLength;
+  p._parseLength = function (this: ParserInternals) {
+    const before = this._list.length;
+    const ok = parseLength.call(this);
+    if (ok) {
+      const headerBytes = 1 + (before - this._list.length);
+      if (this.packet.length + headerBytes > maxPacketSize) {
+        this._emitError(new PacketError(`packet of ${this.packet.length + headerBytes} bytes exceeds the maximum packet size ${maxPacketSize}`, RC.packetTooLarge));
+        return false;
+      }
+    }
+    return ok;
+  };
+  p._parseString = function (this: ParserInternals) {
+    const length = this._parseNum();
+    const end = length + this._pos;
+    if (length === -1 || end > this._list.length || end > this.packet.length) return null;
+    const result = this._list.toString('utf8', this._pos, end);
+    // Fast path: a string decoded without replacement characters was valid UTF-8; only the
+    // rare string containing U+FFFD is decoded again strictly.
+    if (result.includes('\uFFFD')) {
+      try {
+        utf8.decode(this._list.slice(this._pos, end));
+      } catch {
+        this._emitError(new PacketError('string is not valid UTF-8', RC.malformedPacket));
+        return null;
+      }
+    }
+    if (result.includes('\u0000')) {
+      this._emitError(new PacketError('string contains U+0000', RC.malformedPacket));
+      return null;
+    }
+    this._pos += length;
+    return result;
+  };
+}
+
+/**
+ * One client's network connection: the byte stream, the packet parser, keepalive, and the
+ * per-connection MQTT state (protocol version, topic aliases, flow control). Packets are
+ * handed to one handler per packet type (see handlers/).
+ */
+export class Connection implements Sender {
+  state: 'new' | 'connected' | 'closed' = 'new';
+  protocolVersion: ProtocolVersion = 4;
+  clientId = '';
+  username: string | undefined;
+  session: Session | undefined;
+  will: Message | undefined;
+  /** MQTT 5 Will Delay Interval in seconds [MQTT-3.1.3-9]. */
+  willDelayS = 0;
+  /** Set when the client ended with a DISCONNECT that discards the will. */
+  discardWill = false;
+  /** Set when a newer connection took this one's session over. */
+  takenOver = false;
+  /** Client's limits on what we send it (MQTT 5 CONNECT properties). */
+  receiveMaximum = 65_535;
+  maxPacketSizeOut = Number.MAX_SAFE_INTEGER;
+  topicAliasMaxOut = 0;
+  requestProblemInformation = true;
+  /** Topic Alias Maximum we advertised to this client. */
+  topicAliasMaxIn = 0;
+  /** Inbound topic aliases set by the client [MQTT-3.3.2-12]. */
+  readonly aliasesIn = new Map<number, string>();
+  /** Outbound topic aliases we assigned, by topic. */
+  readonly aliasesOut = new Map<string, number>();
+  /** Inbound QoS 1 publishes whose PUBACK is still waiting for the publish hook. */
+  pendingAcks = 0;
+  keepaliveMs = 0;
+  private lastSeen: number;
+  private keepaliveTimer: TimerHandle | undefined;
+  private connectTimer: TimerHandle | undefined;
+  private readonly parser: ReturnType<typeof mqttPacket.parser>;
+  private readonly genOpts: { protocolVersion: ProtocolVersion } = { protocolVersion: 4 };
+
+  constructor(
+    private readonly ctx: BrokerContext,
+    private readonly stream: Duplex,
+    readonly remote: string,
+  ) {
+    this.lastSeen = ctx.clock.now();
+    this.parser = mqttPacket.parser({ protocolVersion: 4 });
+    hardenParser(this.parser, ctx.config.limits.maxPacketSize);
+    this.parser.on('packet', this.onPacket);
+    this.parser.on('error', this.onParseError);
+    stream.on('data', this.onData);
+    stream.on('error', this.onStreamError);
+    stream.on('close', this.onStreamClose);
+    // [MQTT-3.1.4-1] a connection that sends no CONNECT in time is closed.
+    this.connectTimer = ctx.clock.setTimeout(() => {
+      if (this.state === 'new') {
+        ctx.log.debug({ remote }, 'no CONNECT within the connect timeout');
+        this.destroy();
+      }
+    }, ctx.config.connectTimeoutMs);
+  }
+
+  get v5(): boolean {
+    return this.protocolVersion === 5;
+  }
+
+  /** Called by the CONNECT handler once the client is accepted. */
+  setProtocol(version: ProtocolVersion): void {
+    this.protocolVersion = version;
+    this.genOpts.protocolVersion = version;
+  }
+
+  connected(): void {
+    this.state = 'connected';
+    if (this.connectTimer) this.ctx.clock.clearTimeout(this.connectTimer);
+    this.connectTimer = undefined;
+    this.armKeepalive();
+  }
+
+  private readonly onData = (chunk: Buffer): void => {
+    this.lastSeen = this.ctx.clock.now();
+    this.parser.parse(chunk);
+  };
+
+  private readonly onPacket = (packet: Packet): void => {
+    if (this.state === 'closed') return;
+    try {
+      dispatch(this.ctx, this, packet);
+    } catch (err) {
+      this.ctx.log.error({ err, clientId: this.clientId, cmd: packet.cmd }, 'packet handler failed; closing the connection');
+      this.protocolError(RC.implementationSpecificError, 'internal error');
+    }
+  };
+
+  private readonly onParseError = (err: Error): void => {
+    if (this.state === 'closed') return;
+    const reasonCode = err instanceof PacketError ? err.reasonCode : RC.malformedPacket;
+    this.ctx.stats.protocolErrors++;
+    if (this.state === 'new' && err.message === 'Invalid protocol version') {
+      // [MQTT-3.1.2-2] an unsupported protocol level gets CONNACK 0x01, then the close.
+      this.stream.write(mqttPacket.generate({ cmd: 'connack', sessionPresent: false, returnCode: 1 }, this.genOpts));
+      this.ctx.stats.connectionsRejected++;
+      return this.end();
+    }
+    this.ctx.log.info({ clientId: this.clientId || undefined, remote: this.remote, reason: err.message }, 'malformed packet; closing the connection');
+    this.protocolError(reasonCode, err.message);
+  };
+
+  private readonly onStreamError = (err: Error): void => {
+    this.ctx.log.debug({ err, clientId: this.clientId, remote: this.remote }, 'connection error');
+    this.destroy();
+  };
+
+  private readonly onStreamClose = (): void => {
+    this.destroy();
+  };
+
+  /**
+   * Keepalive: the connection is closed when nothing arrived for 1.5 times the keepalive
+   * [MQTT-3.1.2-24]. One timer per connection, re-armed for the remaining time when it
+   * fires, instead of a new timer per packet.
+   */
+  private armKeepalive(): void {
+    if (this.keepaliveMs === 0 || this.state === 'closed') return;
+    const limit = this.keepaliveMs * 1.5;
+    const due = this.lastSeen + limit - this.ctx.clock.now();
+    this.keepaliveTimer = this.ctx.clock.setTimeout(() => {
+      this.keepaliveTimer = undefined;
+      if (this.state === 'closed') return;
+      if (this.ctx.clock.now() - this.lastSeen >= limit) {
+        this.ctx.log.info({ clientId: this.clientId }, 'keepalive timeout; closing the connection');
+        this.disconnect(RC.keepAliveTimeout);
+      } else {
+        this.armKeepalive();
+      }
+    }, Math.max(due, 1));
+  }
+
+  /** Writes one packet (no-op once closed). */
+  write(packet: Packet): void {
+    if (this.state === 'closed') return;
+    this.stream.write(mqttPacket.generate(packet, this.genOpts));
+  }
+
+  /** Sends a PUBLISH to the client; see {@link Sender.sendPublish}. */
+  sendPublish(delivery: Delivery, packetId: number, dup: boolean): boolean {
+    if (this.state === 'closed') return true;
+    const m = delivery.message;
+    let topic = m.topic;
+    let properties: (MessageProperties & { topicAlias?: number; subscriptionIdentifier?: number | number[] }) | undefined;
+    let newAlias = 0;
+    if (this.protocolVersion === 5) {
+      properties = m.properties ? { ...m.properties } : {};
+      if (m.expiresAt !== undefined) {
+        // [MQTT-3.3.2-6] forwarded with the time it has left.
+        properties.messageExpiryInterval = Math.max(0, Math.ceil((m.expiresAt - this.ctx.clock.now()) / 1000));
+      }
+      const ids = delivery.subscriptionIds;
+      if (ids) properties.subscriptionIdentifier = ids.length === 1 ? ids[0]! : (ids as number[]);
+      if (this.topicAliasMaxOut > 0) {
+        const alias = this.aliasesOut.get(topic);
+        if (alias !== undefined) {
+          properties.topicAlias = alias;
+          topic = '';
+        } else if (this.aliasesOut.size < this.topicAliasMaxOut) {
+          newAlias = this.aliasesOut.size + 1;
+          properties.topicAlias = newAlias;
+        }
+      }
+    }
+    let buf: Buffer;
+    try {
+      buf = mqttPacket.generate(
+        { cmd: 'publish', topic, payload: m.payload, qos: delivery.qos, retain: delivery.retain, dup, messageId: packetId, properties },
+        this.genOpts,
+      );
+    } catch (err) {
+      // One message that cannot be encoded for this client must not fail the publisher's packet.
+      this.ctx.log.warn({ err, clientId: this.clientId, topic: m.topic }, 'could not encode a message for this client; skipped');
+      return false;
+    }
+    // [MQTT-3.1.2-24] never send a packet larger than the client's Maximum Packet Size.
+    if (buf.length > this.maxPacketSizeOut) return false;
+    if (newAlias) this.aliasesOut.set(m.topic, newAlias);
+    this.stream.write(buf);
+    return true;
+  }
+
+  sendPubrel(packetId: number): void {
+    this.write({ cmd: 'pubrel', messageId: packetId });
+  }
+
+  /**
+   * Ends the connection on our side: MQTT 5 clients get DISCONNECT with the reason first
+   * [MQTT-4.13.1-1]; the will is published unless the client disconnected normally.
+   */
+  disconnect(reasonCode: number, reasonString?: string): void {
+    if (this.state === 'closed') return;
+    if (this.v5 && this.state === 'connected') {
+      const properties = reasonString && this.requestProblemInformation ? { reasonString } : undefined;
+      this.write({ cmd: 'disconnect', reasonCode, properties });
+    }
+    this.end();
+  }
+
+  /** A protocol violation by the client: counted, then {@link disconnect}. */
+  protocolError(reasonCode: number, reason: string): void {
+    this.ctx.stats.protocolErrors++;
+    this.ctx.log.debug({ clientId: this.clientId, remote: this.remote, reasonCode, reason }, 'protocol error');
+    this.disconnect(reasonCode, reason);
+  }
+
+  /** Flushes what was written, then closes. */
+  end(): void {
+    if (this.state === 'closed') return;
+    this.stream.end();
+    // A peer that never reads would keep a half-closed socket open; destroy shortly after.
+    const t = this.ctx.clock.setTimeout(() => this.stream.destroy(), 1000);
+    this.stream.once('close', () => this.ctx.clock.clearTimeout(t));
+    this.destroy();
+  }
+
+  /** Closes at once and runs the end-of-connection steps exactly once. */
+  destroy(): void {
+    if (this.state === 'closed') return;
+    const wasConnected = this.state === 'connected';
+    this.state = 'closed';
+    if (this.connectTimer) this.ctx.clock.clearTimeout(this.connectTimer);
+    if (this.keepaliveTimer) this.ctx.clock.clearTimeout(this.keepaliveTimer);
+    this.connectTimer = this.keepaliveTimer = undefined;
+    this.parser.removeAllListeners('packet');
+    this.stream.off('data', this.onData);
+    if (!this.stream.writableEnded) this.stream.destroy();
+    this.ctx.connections.delete(this);
+    if (wasConnected) this.ctx.connectionEnded(this);
+  }
+}
+
+/** The CONNECT packet as the CONNECT handler needs it. */
+export type ConnectPacket = IConnectPacket;

@@ -1,0 +1,55 @@
+import type { Logger } from 'pino';
+import type { Clock } from '../clock.js';
+import type { BrokerConfig } from '../config/broker.js';
+import type { Connection } from './connection.js';
+import type { RetainedStore } from './retained.js';
+import type { Session } from './session.js';
+import type { SubscriptionIndex } from './subscriptions.js';
+import type { Message, PublisherInfo } from './types.js';
+
+/** Counters the broker keeps; exposed for logs, status output and metrics. */
+export interface BrokerStats {
+  connectionsAccepted: number;
+  connectionsRejected: number;
+  protocolErrors: number;
+  messagesReceived: number;
+  messagesRouted: number;
+  droppedQueueFull: number;
+  droppedExpired: number;
+  droppedTooLarge: number;
+  publishHookErrors: number;
+}
+
+/**
+ * What packet handlers see of the broker. Handlers are plain functions of
+ * (context, connection, packet); all shared state lives here.
+ */
+export interface BrokerContext {
+  readonly config: BrokerConfig;
+  readonly log: Logger;
+  readonly clock: Clock;
+  readonly sessions: Map<string, Session>;
+  readonly connections: Set<Connection>;
+  readonly subscriptions: SubscriptionIndex;
+  readonly retained: RetainedStore;
+  readonly stats: BrokerStats;
+  /** True once close() began: new connections are refused. */
+  readonly closing: boolean;
+  /**
+   * Takes an accepted message: updates retained state, routes it to subscribers, hands it to
+   * the publish hook. Returns the hook's promise (undefined when the hook is synchronous).
+   */
+  accept(message: Message, publisher: PublisherInfo): void | Promise<void>;
+  /** Creates a session and registers it under its client id. */
+  createSession(clientId: string): Session;
+  /**
+   * Ends a session for good: its subscriptions go, and a will waiting on its delay is
+   * published now [MQTT-3.1.2-8].
+   */
+  endSession(session: Session): void;
+  /**
+   * Called once when a connection that got past CONNECT closes, whatever the cause: detaches
+   * its session, publishes or schedules its will, and starts the session's expiry.
+   */
+  connectionEnded(connection: Connection): void;
+}

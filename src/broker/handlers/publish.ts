@@ -1,0 +1,123 @@
+import type { IPublishPacket } from 'mqtt-packet';
+import { validateTopicName } from '../../topics/validate.js';
+import type { Connection } from '../connection.js';
+import type { BrokerContext } from '../context.js';
+import { RC } from '../reason-codes.js';
+import type { Message, MessageProperties } from '../types.js';
+
+/**
+ * PUBLISH from a client: resolve its topic alias, validate, drop a QoS 2 duplicate, check
+ * flow control, then hand the message to the broker and acknowledge once the publish hook
+ * (storage, rules) has it.
+ */
+export function handlePublish(ctx: BrokerContext, conn: Connection, packet: IPublishPacket): void {
+  const topic = resolveTopic(conn, packet);
+  if (topic === undefined) return;
+
+  const invalid = validateTopicName(topic);
+  if (invalid) {
+    // [MQTT-3.3.2-2] no wildcards; [MQTT-4.7.3-1] not empty.
+    return conn.protocolError(RC.topicNameInvalid, `invalid topic name: ${invalid}`);
+  }
+  if (topic.startsWith('$')) {
+    // [MQTT-4.7.2-1] $-topics are the server's; clients do not publish to them.
+    return refuse(conn, packet, RC.notAuthorized, 'publishing to $-topics is not allowed');
+  }
+
+  const id = packet.messageId!;
+  if (packet.qos === 2 && conn.session!.inboundQos2.has(id)) {
+    // [MQTT-4.3.3-10] a resent QoS 2 PUBLISH before PUBREL is acknowledged, not routed again.
+    conn.write({ cmd: 'pubrec', messageId: id });
+    return;
+  }
+  if (packet.qos > 0 && conn.v5 && conn.pendingAcks + conn.session!.inboundQos2.size >= ctx.config.limits.maxInflight) {
+    // [MQTT-3.3.4-9] more unacknowledged QoS>0 messages than our Receive Maximum.
+    return conn.protocolError(RC.receiveMaximumExceeded, `more than ${ctx.config.limits.maxInflight} unacknowledged publishes`);
+  }
+
+  const now = ctx.clock.now();
+  const props = packet.properties;
+  let properties: MessageProperties | undefined;
+  let expiresAt: number | undefined;
+  if (props) {
+    const { topicAlias: _alias, subscriptionIdentifier: _sid, ...rest } = props;
+    properties = rest;
+    if (props.messageExpiryInterval !== undefined) expiresAt = now + props.messageExpiryInterval * 1000;
+  }
+  const message: Message = {
+    topic,
+    payload: packet.payload as Buffer,
+    qos: packet.qos,
+    retain: packet.retain,
+    properties,
+    clientId: conn.clientId,
+    timestamp: now,
+    expiresAt,
+    hops: 0,
+  };
+  ctx.stats.messagesReceived++;
+
+  if (packet.qos === 2) conn.session!.inboundQos2.add(id);
+  let gate: void | Promise<void>;
+  try {
+    gate = ctx.accept(message, { clientId: conn.clientId, username: conn.username, protocolVersion: conn.protocolVersion });
+  } catch (err) {
+    gate = Promise.reject(err);
+  }
+  if (packet.qos === 0) {
+    if (gate) gate.catch(() => undefined);
+    return;
+  }
+  if (!gate) return acknowledge(conn, packet);
+  conn.pendingAcks++;
+  gate.then(
+    () => {
+      conn.pendingAcks--;
+      acknowledge(conn, packet);
+    },
+    (err: unknown) => {
+      conn.pendingAcks--;
+      ctx.stats.publishHookErrors++;
+      ctx.log.warn({ err, clientId: conn.clientId, topic }, 'publish not acknowledged: the publish hook failed');
+      if (packet.qos === 2) conn.session?.inboundQos2.delete(id);
+      // MQTT 5 learns of the failure from the reason code; 3.1.1 has none, so the connection
+      // closes and the client resends on reconnect.
+      if (conn.v5) refuse(conn, packet, RC.unspecifiedError, 'the message could not be stored');
+      else conn.end();
+    },
+  );
+}
+
+function acknowledge(conn: Connection, packet: IPublishPacket): void {
+  conn.write({ cmd: packet.qos === 1 ? 'puback' : 'pubrec', messageId: packet.messageId });
+}
+
+/** Negative acknowledgement (MQTT 5) or, for MQTT 3.1.1, the connection ends [MQTT-3.3.5-2]. */
+function refuse(conn: Connection, packet: IPublishPacket, reasonCode: number, reasonString: string): void {
+  if (!conn.v5) return conn.end();
+  if (packet.qos === 0) return;
+  const properties = conn.requestProblemInformation ? { reasonString } : undefined;
+  conn.write({ cmd: packet.qos === 1 ? 'puback' : 'pubrec', messageId: packet.messageId, reasonCode, properties });
+}
+
+/** The topic of a PUBLISH after MQTT 5 topic alias handling [MQTT-3.3.2-12]; undefined if the connection was closed. */
+function resolveTopic(conn: Connection, packet: IPublishPacket): string | undefined {
+  const alias = packet.properties?.topicAlias;
+  if (alias === undefined) return packet.topic;
+  if (!conn.v5) return packet.topic;
+  if (alias === 0 || alias > conn.topicAliasMaxIn) {
+    // [MQTT-3.3.2-8] [MQTT-3.3.2-9]
+    conn.protocolError(RC.topicAliasInvalid, `topic alias ${alias} is outside 1..${conn.topicAliasMaxIn}`);
+    return undefined;
+  }
+  if (packet.topic.length > 0) {
+    conn.aliasesIn.set(alias, packet.topic);
+    return packet.topic;
+  }
+  const topic = conn.aliasesIn.get(alias);
+  if (topic === undefined) {
+    conn.protocolError(RC.protocolError, `topic alias ${alias} was never set`);
+    return undefined;
+  }
+  return topic;
+}

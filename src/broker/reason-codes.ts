@@ -1,0 +1,43 @@
+/** MQTT 5 reason codes used by the broker (MQTT 5.0 section 2.4). */
+export const RC = {
+  success: 0x00,
+  grantedQos1: 0x01,
+  grantedQos2: 0x02,
+  disconnectWithWill: 0x04,
+  noMatchingSubscribers: 0x10,
+  noSubscriptionExisted: 0x11,
+  unspecifiedError: 0x80,
+  malformedPacket: 0x81,
+  protocolError: 0x82,
+  implementationSpecificError: 0x83,
+  unsupportedProtocolVersion: 0x84,
+  clientIdentifierNotValid: 0x85,
+  badUserNameOrPassword: 0x86,
+  notAuthorized: 0x87,
+  serverUnavailable: 0x88,
+  serverBusy: 0x89,
+  serverShuttingDown: 0x8b,
+  badAuthenticationMethod: 0x8c,
+  keepAliveTimeout: 0x8d,
+  sessionTakenOver: 0x8e,
+  topicFilterInvalid: 0x8f,
+  topicNameInvalid: 0x90,
+  packetIdentifierInUse: 0x91,
+  packetIdentifierNotFound: 0x92,
+  receiveMaximumExceeded: 0x93,
+  topicAliasInvalid: 0x94,
+  packetTooLarge: 0x95,
+  quotaExceeded: 0x97,
+  payloadFormatInvalid: 0x99,
+  sharedSubscriptionsNotSupported: 0x9e,
+} as const;
+
+/** MQTT 3.1 / 3.1.1 CONNACK return codes (MQTT 3.1.1 section 3.2.2.3). */
+export const CONNACK_V3 = {
+  accepted: 0,
+  unacceptableProtocolVersion: 1,
+  identifierRejected: 2,
+  serverUnavailable: 3,
+  badUserNameOrPassword: 4,
+  notAuthorized: 5,
+} as const;

@@ -1,0 +1,212 @@
+import type { TimerHandle } from '../clock.js';
+import type { Message, PublisherInfo, QoS } from './types.js';
+
+/** One subscription of one session. Shared subscriptions carry their group. */
+export interface Subscription {
+  readonly session: Session;
+  /** The filter exactly as subscribed, `$share/g/...` included; the session's key for it. */
+  readonly filter: string;
+  /** The filter that is matched against topics (the part after `$share/g/`). */
+  readonly topicFilter: string;
+  readonly group: string | undefined;
+  readonly qos: QoS;
+  readonly noLocal: boolean;
+  readonly retainAsPublished: boolean;
+  readonly retainHandling: 0 | 1 | 2;
+  readonly subscriptionId: number | undefined;
+}
+
+/** A message waiting for, or in, delivery to one session. */
+export interface Delivery {
+  readonly message: Message;
+  readonly qos: QoS;
+  readonly retain: boolean;
+  readonly subscriptionIds: readonly number[] | undefined;
+}
+
+/** An outbound QoS 1/2 message sent and not yet fully acknowledged. */
+export interface Inflight extends Delivery {
+  readonly packetId: number;
+  /** 'publish': waiting for PUBACK/PUBREC; 'pubrel': PUBREL sent, waiting for PUBCOMP. */
+  state: 'publish' | 'pubrel';
+}
+
+/**
+ * The sending side of a live connection, as a session sees it. The connection encodes and
+ * writes; the session decides what to send and keeps what is unacknowledged.
+ */
+export interface Sender {
+  /** How many unacknowledged QoS 1/2 messages the client accepts (its Receive Maximum). */
+  readonly receiveMaximum: number;
+  /** Writes a PUBLISH. Returns false when the packet exceeds the client's Maximum Packet Size and was not sent. */
+  sendPublish(delivery: Delivery, packetId: number, dup: boolean): boolean;
+  sendPubrel(packetId: number): void;
+  /** Ends the connection (MQTT 5: DISCONNECT with this reason code first), e.g. on session takeover. */
+  disconnect(reasonCode: number): void;
+}
+
+/** What the session reports to the broker, for counters and logs. */
+export interface SessionEvents {
+  dropped(session: Session, reason: 'queue-full' | 'expired' | 'too-large', delivery: Delivery): void;
+}
+
+/**
+ * The state MQTT keeps per client id: subscriptions, queued and in-flight outbound messages,
+ * inbound QoS 2 packet ids awaiting PUBREL, and expiry. It outlives its connection when the
+ * client asked for a persistent session. All of it is plain data, so a durable store can
+ * save and load it without changing how it is used.
+ */
+export class Session {
+  readonly subscriptions = new Map<string, Subscription>();
+  /** QoS 1/2 deliveries waiting for a connection or for a free in-flight slot (FIFO). */
+  private queue: Delivery[] = [];
+  private queueHead = 0;
+  readonly inflight = new Map<number, Inflight>();
+  /** Inbound QoS 2 packet ids: PUBREC sent, PUBREL not yet received [MQTT-4.3.3]. */
+  readonly inboundQos2 = new Set<number>();
+  /** Session Expiry Interval in seconds; 0 = ends with the connection. */
+  expiryS = 0;
+  sender: Sender | undefined;
+  /** A will waiting for its Will Delay Interval [MQTT-3.1.3-9]; published when that passes or the session ends. */
+  pendingWill: { message: Message; publisher: PublisherInfo; timer: TimerHandle } | undefined;
+  /** Fires when an offline session's expiry interval has passed. */
+  expiryTimer: TimerHandle | undefined;
+  /** Scratch fields used by the router while it dedupes one message's matches (see Router). */
+  routeGen = 0;
+  routeQos: QoS = 0;
+  routeRetainAsPublished = false;
+  routeSubIds: number[] | undefined;
+  private lastPacketId = 0;
+
+  constructor(
+    readonly clientId: string,
+    private readonly maxQueued: number,
+    private readonly events: SessionEvents,
+    private readonly now: () => number,
+  ) {}
+
+  get queued(): number {
+    return this.queue.length - this.queueHead;
+  }
+
+  /**
+   * Delivers one message to this session: sent at once when connected and the client has
+   * room, queued otherwise (QoS 1/2 only), dropped when it expired.
+   */
+  deliver(delivery: Delivery): void {
+    const sender = this.sender;
+    if (delivery.qos === 0) {
+      // QoS 0 is never queued for an offline client (as Mosquitto's default).
+      if (sender && !this.isExpired(delivery)) {
+        if (!sender.sendPublish(delivery, 0, false)) this.events.dropped(this, 'too-large', delivery);
+      }
+      return;
+    }
+    if (sender && this.queued === 0 && this.inflight.size < sender.receiveMaximum) {
+      this.sendNew(sender, delivery);
+      return;
+    }
+    this.enqueue(delivery);
+  }
+
+  private enqueue(delivery: Delivery): void {
+    if (this.queued >= this.maxQueued) {
+      const oldest = this.queue[this.queueHead]!;
+      this.shift();
+      this.events.dropped(this, 'queue-full', oldest);
+    }
+    this.queue.push(delivery);
+  }
+
+  private shift(): Delivery | undefined {
+    if (this.queueHead >= this.queue.length) return undefined;
+    const d = this.queue[this.queueHead]!;
+    this.queue[this.queueHead++] = undefined as unknown as Delivery;
+    if (this.queueHead > 1024 && this.queueHead * 2 > this.queue.length) {
+      this.queue = this.queue.slice(this.queueHead);
+      this.queueHead = 0;
+    }
+    return d;
+  }
+
+  private isExpired(delivery: Delivery): boolean {
+    const at = delivery.message.expiresAt;
+    if (at !== undefined && at <= this.now()) {
+      this.events.dropped(this, 'expired', delivery);
+      return true;
+    }
+    return false;
+  }
+
+  private sendNew(sender: Sender, delivery: Delivery): void {
+    if (this.isExpired(delivery)) return;
+    const packetId = this.allocatePacketId();
+    const entry: Inflight = { ...delivery, packetId, state: 'publish' };
+    this.inflight.set(packetId, entry);
+    if (!sender.sendPublish(entry, packetId, false)) {
+      // [MQTT-3.1.2-25] too large for this client: discarded as if delivered.
+      this.inflight.delete(packetId);
+      this.events.dropped(this, 'too-large', delivery);
+    }
+  }
+
+  /** Moves queued messages into flight while the client has room. */
+  pump(): void {
+    const sender = this.sender;
+    if (!sender) return;
+    while (this.inflight.size < sender.receiveMaximum) {
+      const next = this.shift();
+      if (!next) break;
+      this.sendNew(sender, next);
+    }
+  }
+
+  /**
+   * Attaches a live connection. Unacknowledged messages are sent again first, PUBLISH with
+   * DUP set and PUBREL as is [MQTT-4.4.0-1], then the queue drains.
+   */
+  attach(sender: Sender): void {
+    this.sender = sender;
+    for (const entry of this.inflight.values()) {
+      if (entry.state === 'pubrel') sender.sendPubrel(entry.packetId);
+      else if (!sender.sendPublish(entry, entry.packetId, true)) this.inflight.delete(entry.packetId);
+    }
+    this.pump();
+  }
+
+  detach(): void {
+    this.sender = undefined;
+  }
+
+  /** PUBACK, or PUBCOMP: the message is delivered. Returns false for an unknown packet id. */
+  complete(packetId: number): boolean {
+    if (!this.inflight.delete(packetId)) return false;
+    this.pump();
+    return true;
+  }
+
+  /** PUBREC: the client has the QoS 2 message; the next step is PUBREL. */
+  received(packetId: number): boolean {
+    const entry = this.inflight.get(packetId);
+    if (!entry) return false;
+    entry.state = 'pubrel';
+    return true;
+  }
+
+  private allocatePacketId(): number {
+    // Packet ids are unique among this session's unacknowledged packets [MQTT-2.2.1-3].
+    for (let i = 0; i < 65_535; i++) {
+      this.lastPacketId = this.lastPacketId >= 65_535 ? 1 : this.lastPacketId + 1;
+      if (!this.inflight.has(this.lastPacketId)) return this.lastPacketId;
+    }
+    throw new Error(`session ${this.clientId}: no free packet id`);
+  }
+
+  /** Forgets everything queued and in flight (the session is ending). */
+  clear(): void {
+    this.queue = [];
+    this.queueHead = 0;
+    this.inflight.clear();
+    this.inboundQos2.clear();
+  }
+}
