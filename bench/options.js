@@ -8,6 +8,7 @@ export const OPTIONS = [
   ['publishers', 'BENCH_PUBLISHERS', 4, 'publishing connections, each on its own topic'],
   ['qos0Messages', 'BENCH_QOS0_MESSAGES', 100_000, 'messages in the QoS 0 throughput run'],
   ['qos1Messages', 'BENCH_QOS1_MESSAGES', 50_000, 'messages in the QoS 1 throughput run'],
+  ['rounds', 'BENCH_ROUNDS', 3, 'measured throughput rounds per broker and QoS; the median is reported'],
   ['warmupMessages', 'BENCH_WARMUP_MESSAGES', 10_000, 'messages sent (and not measured) before each throughput run'],
   ['payloadBytes', 'BENCH_PAYLOAD_BYTES', 64, 'payload size, bytes (at least 14)'],
   ['window', 'BENCH_WINDOW', 100, 'QoS 1: unacked messages each publisher may have in flight'],

@@ -30,11 +30,17 @@ export async function start() {
           break;
         }
         case 'publish':
-          if (packet.qos === 1) socket.write(mqtt.generate({ cmd: 'puback', messageId: packet.messageId }));
+          if (packet.qos === 1) {
+            const ack = Buffer.allocUnsafe(4);
+            ack[0] = 0x40;
+            ack[1] = 0x02;
+            ack.writeUInt16BE(packet.messageId, 2);
+            socket.write(ack);
+          }
           for (const sub of subscribers) {
             const qos = Math.min(sub.qos, packet.qos);
             sub.nextId = (sub.nextId % 65535) + 1;
-            sub.socket.write(mqtt.generate({ cmd: 'publish', topic: packet.topic, payload: packet.payload, qos, messageId: qos ? sub.nextId : undefined }));
+            sub.socket.write(encodePublish(packet.topic, packet.payload, qos, sub.nextId));
           }
           break;
         case 'pingreq':
@@ -49,10 +55,13 @@ export async function start() {
     });
     parser.on('error', () => socket.destroy());
     socket.on('data', (chunk) => {
-      // Cork every subscriber while one chunk is parsed, so the forwards go out in one writev.
+      // Cork this socket (acks) and every subscriber (forwards) while one chunk is parsed, so
+      // each goes out in one writev.
+      socket.cork();
       for (const sub of subscribers) sub.socket.cork();
       parser.parse(chunk);
       for (const sub of subscribers) sub.socket.uncork();
+      socket.uncork();
     });
     socket.on('error', () => {});
     socket.on('close', () => {
@@ -72,4 +81,31 @@ export async function start() {
         server.close(() => resolve());
       }),
   };
+}
+
+/** MQTT 3.1.1 PUBLISH without mqtt-packet's generic generator (hot path of the null broker). */
+function encodePublish(topic, payload, qos, messageId) {
+  const topicLength = Buffer.byteLength(topic);
+  const remaining = 2 + topicLength + (qos ? 2 : 0) + payload.length;
+  let lengthBytes = 1;
+  for (let r = remaining; r > 127; r = Math.floor(r / 128)) lengthBytes++;
+  const buf = Buffer.allocUnsafe(1 + lengthBytes + remaining);
+  buf[0] = 0x30 | (qos << 1);
+  let off = 1;
+  let r = remaining;
+  do {
+    let byte = r % 128;
+    r = Math.floor(r / 128);
+    if (r > 0) byte |= 0x80;
+    buf[off++] = byte;
+  } while (r > 0);
+  buf.writeUInt16BE(topicLength, off);
+  off += 2;
+  off += buf.write(topic, off);
+  if (qos) {
+    buf.writeUInt16BE(messageId, off);
+    off += 2;
+  }
+  payload.copy(buf, off);
+  return buf;
 }
