@@ -132,7 +132,7 @@ export function createBroker(config: BrokerConfig, deps: BrokerDeps): Broker {
     },
 
     createSession(clientId) {
-      const session = new Session(clientId, config.limits.maxQueued, sessionEvents, clock.now);
+      const session = new Session(clientId, config.limits.maxQueued, sessionEvents, () => clock.now());
       ctx.sessions.set(clientId, session);
       return session;
     },
@@ -215,8 +215,10 @@ export function createBroker(config: BrokerConfig, deps: BrokerDeps): Broker {
     async close() {
       if (ctx.closing) return;
       ctx.closing = true;
-      await Promise.all(listeners.splice(0).map((l) => l.stop()));
+      // net.Server.close() waits for every accepted socket, so disconnect clients before awaiting it.
+      const stopped = Promise.all(listeners.splice(0).map((l) => l.stop()));
       for (const conn of [...ctx.connections]) conn.disconnect(RC.serverShuttingDown);
+      await stopped;
       await Promise.allSettled([...pendingHooks]);
       for (const session of ctx.sessions.values()) {
         if (session.expiryTimer) clock.clearTimeout(session.expiryTimer);

@@ -103,8 +103,10 @@ export class Connection implements Sender {
   readonly aliasesIn = new Map<number, string>();
   /** Outbound topic aliases we assigned, by topic. */
   readonly aliasesOut = new Map<string, number>();
-  /** Inbound QoS 1 publishes whose PUBACK is still waiting for the publish hook. */
+  /** Inbound QoS 1/2 publishes whose PUBACK/PUBREC is still waiting for the publish hook. */
   pendingAcks = 0;
+  /** Inbound QoS 2 packet ids whose PUBREC is still waiting for the publish hook. */
+  readonly pendingQos2 = new Set<number>();
   keepaliveMs = 0;
   private lastSeen: number;
   private keepaliveTimer: TimerHandle | undefined;

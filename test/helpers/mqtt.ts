@@ -77,7 +77,7 @@ export function noMessage(client: MqttClient, { forMs = 300 }: { forMs?: number 
 }
 
 /** Waits for an event with a deadline. */
-export function waitFor<T = unknown>(emitter: NodeJS.EventEmitter, event: string, { within = 2000 } = {}): Promise<T> {
+export function waitFor<T = unknown>(emitter: Pick<NodeJS.EventEmitter, 'once' | 'off'>, event: string, { within = 2000 } = {}): Promise<T> {
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => {
       emitter.off(event, on);

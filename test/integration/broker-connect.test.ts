@@ -187,7 +187,7 @@ describe('takeover', () => {
   it('MQTT 3.1.1: a second connection with the same client id closes the first, and the second works', async () => {
     const b = await broker();
     const { client: old } = await client(b, { clientId: 'same-4' });
-    const oldClosed = waitFor(old, 'close', { within: 2000 });
+    const oldClosed = waitFor(old as unknown as NodeJS.EventEmitter, 'close', { within: 2000 });
     const { client: fresh, connack } = await client(b, { clientId: 'same-4' });
     expect(connack.returnCode).toBe(0);
     await oldClosed;

@@ -4,8 +4,17 @@ import { afterEach, describe, expect, test } from 'vitest';
 import type { BrokerDeps } from '../../src/broker/broker.js';
 import type { Message, PublisherInfo, QoS } from '../../src/broker/types.js';
 import type { BrokerConfigInput } from '../../src/config/broker.js';
-import { collect, connect, nextMessage, startBroker, type Received, type TestBroker } from '../helpers/mqtt.js';
+import * as helpers from '../helpers/mqtt.js';
+import { connect, startBroker, type Received, type TestBroker } from '../helpers/mqtt.js';
 import { openRaw, type RawClient } from '../helpers/raw-client.js';
+
+/** Marks a wait started early as handled: its rejection still fails the test where it is awaited, never as an unhandled error. */
+function quiet<T>(promise: Promise<T>): Promise<T> {
+  promise.catch(() => {});
+  return promise;
+}
+const nextMessage: typeof helpers.nextMessage = (...args) => quiet(helpers.nextMessage(...args));
+const collect: typeof helpers.collect = (...args) => quiet(helpers.collect(...args));
 
 // Every test gets its own broker, so retained messages and `#` subscribers never leak between tests.
 const cleanups: Array<() => Promise<void> | void> = [];
@@ -34,6 +43,17 @@ async function raw(tb: TestBroker, protocolVersion: 4 | 5, connect: Partial<Omit
   const connack = await r.connect(connect);
   expect(connack.returnCode ?? connack.reasonCode).toBe(0);
   return r;
+}
+
+/** Resolves like `promise`, or rejects with `what` after `ms`. */
+function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`${what} within ${ms} ms`)), ms);
+    promise.then(
+      (v) => (clearTimeout(timer), resolve(v)),
+      (e) => (clearTimeout(timer), reject(e)),
+    );
+  });
 }
 
 /** A promise with its resolve exposed, for hooks the test releases by hand. */
@@ -85,11 +105,23 @@ describe('QoS', () => {
   test('a QoS 2 publish resent with dup before PUBREL is delivered once', async () => {
     const tb = await broker();
     const subscriber = await client(tb);
-    await subscriber.subscribeAsync('dup/t', { qos: 2 });
+    // QoS 1 delivery: the subscriber sees each copy the moment the broker sends it, in the broker's order.
+    await subscriber.subscribeAsync('dup/t', { qos: 1 });
     const publisher = await raw(tb, 4, { clientId: 'dup-pub' });
 
-    const got: Received[] = [];
-    subscriber.on('message', (topic, payload, packet) => got.push({ topic, payload, packet }));
+    const got: string[] = [];
+    const sentinelSeen = quiet(
+      new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`no sentinel; got ${got.join(', ')}`)), 2000);
+        subscriber.on('message', (_t, payload) => {
+          got.push(payload.toString());
+          if (payload.toString() === 'sentinel') {
+            clearTimeout(timer);
+            resolve();
+          }
+        });
+      }),
+    );
 
     publisher.send({ cmd: 'publish', topic: 'dup/t', payload: Buffer.from('once'), qos: 2, messageId: 7, dup: false, retain: false });
     expect(await publisher.nextPacket()).toMatchObject({ cmd: 'pubrec', messageId: 7 });
@@ -99,18 +131,12 @@ describe('QoS', () => {
     publisher.send({ cmd: 'pubrel', messageId: 7 });
     expect(await publisher.nextPacket()).toMatchObject({ cmd: 'pubcomp', messageId: 7 });
 
-    // A sentinel from the same publisher: once it arrives, everything before it has too.
-    publisher.send({ cmd: 'publish', topic: 'dup/t', payload: Buffer.from('sentinel'), qos: 0, dup: false, retain: false });
-    await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`no sentinel; got ${got.map((m) => m.payload.toString())}`)), 2000);
-      subscriber.on('message', (_t, payload) => {
-        if (payload.toString() === 'sentinel') {
-          clearTimeout(timer);
-          resolve();
-        }
-      });
-    });
-    expect(got.map((m) => m.payload.toString())).toEqual(['once', 'sentinel']);
+    // After PUBCOMP the packet id is free again, so reusing it is a new message [MQTT-4.3.3-12]: it must be
+    // delivered, and once it arrives any second copy of 'once' would have too.
+    publisher.send({ cmd: 'publish', topic: 'dup/t', payload: Buffer.from('sentinel'), qos: 2, messageId: 7, dup: false, retain: false });
+    expect(await publisher.nextPacket()).toMatchObject({ cmd: 'pubrec', messageId: 7 });
+    await sentinelSeen;
+    expect(got).toEqual(['once', 'sentinel']);
   });
 });
 
@@ -222,38 +248,41 @@ describe('subscriptions', () => {
     expect(await subscriber.unsubscribeAsync('u5/a')).toMatchObject({ granted: [0x11] });
   });
 
-  test.each([
+  for (const { version, code } of [
     { version: 4 as const, code: 0x80 },
     { version: 5 as const, code: 0x8f },
-  ])('an MQTT v$version SUBSCRIBE with an invalid filter gets $code for that filter only and the connection stays', async ({ version, code }) => {
-    const tb = await broker();
-    const publisher = await client(tb);
-    const subscriber = await raw(tb, version, { clientId: `bad-filter-${version}` });
+  ]) {
+    const hex = `0x${code.toString(16).toUpperCase()}`;
+    test(`an MQTT v${version} SUBSCRIBE with invalid filters gets SUBACK ${hex} for those filters only and the connection stays`, async () => {
+      const tb = await broker();
+      const publisher = await client(tb);
+      const subscriber = await raw(tb, version, { clientId: `bad-filter-${version}` });
 
-    // MQTT.js refuses to send these filters, so the raw client does.
-    subscriber.send({
-      cmd: 'subscribe',
-      messageId: 1,
-      subscriptions: [
-        { topic: 'a/#/b', qos: 1 },
-        { topic: 'ok/t', qos: 1 },
-        { topic: 'sport+', qos: 0 },
-        { topic: 'x#', qos: 2 },
-      ],
+      // MQTT.js refuses to send these filters, so the raw client does.
+      subscriber.send({
+        cmd: 'subscribe',
+        messageId: 1,
+        subscriptions: [
+          { topic: 'a/#/b', qos: 1 },
+          { topic: 'ok/t', qos: 1 },
+          { topic: 'sport+', qos: 0 },
+          { topic: 'x#', qos: 2 },
+        ],
+      });
+      expect(await subscriber.nextPacket()).toMatchObject({ cmd: 'suback', messageId: 1, granted: [code, 1, code, code] });
+
+      // Still connected, and the valid filter works.
+      await publisher.publishAsync('ok/t', 'still here', { qos: 1 });
+      expect(await subscriber.nextPacket()).toMatchObject({ cmd: 'publish', topic: 'ok/t', qos: 1 });
     });
-    expect(await subscriber.nextPacket()).toMatchObject({ cmd: 'suback', messageId: 1, granted: [code, 1, code, code] });
-
-    // Still connected, and the valid filter works.
-    await publisher.publishAsync('ok/t', 'still here', { qos: 1 });
-    expect(await subscriber.nextPacket()).toMatchObject({ cmd: 'publish', topic: 'ok/t', qos: 1 });
-  });
+  }
 });
 
 describe('shared subscriptions', () => {
   test('each message goes to exactly one member of a group, both members get some, and other subscribers get all', async () => {
     const tb = await broker();
     const memberA = await client(tb, { protocolVersion: 5 });
-    const memberB = await client(tb, { protocolVersion: 5 });
+    const memberB = await client(tb); // groups may mix MQTT 3.1.1 and 5 members
     const loneGroup = await client(tb, { protocolVersion: 5 });
     const plain = await client(tb, { protocolVersion: 5 });
     const publisher = await client(tb);
@@ -268,7 +297,7 @@ describe('shared subscriptions', () => {
     const gotB: string[] = [];
     memberA.on('message', (_t, p) => gotA.push(p.toString()));
     memberB.on('message', (_t, p) => gotB.push(p.toString()));
-    const groupDone = new Promise<void>((resolve, reject) => {
+    const groupDone = quiet(new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error(`group g got ${gotA.length + gotB.length} of ${n}`)), 2000);
       const check = () => {
         if (gotA.length + gotB.length >= n) {
@@ -278,7 +307,7 @@ describe('shared subscriptions', () => {
       };
       memberA.on('message', check);
       memberB.on('message', check);
-    });
+    }));
     const toLone = collect(loneGroup, n);
     const toPlain = collect(plain, n);
 
@@ -341,28 +370,91 @@ describe('the onPublish hook', () => {
     expect(typeof seen[2]!.message.timestamp).toBe('number');
   });
 
-  test.each([
-    { qos: 1 as QoS, ack: 'puback' },
-    { qos: 2 as QoS, ack: 'pubrec' },
-  ])('the $ack for a QoS $qos publish waits until the hook promise resolves', async ({ qos, ack }) => {
-    const gate = deferred();
-    const called = deferred<Message>();
-    const tb = await broker({}, { onPublish: (message) => (called.resolve(message), gate.promise) });
-    cleanups.push(() => gate.resolve()); // never leave broker.close() waiting on the hook
-    const publisher = await raw(tb, 5, { clientId: 'gated' });
+  for (const { qos, ack } of [
+    { qos: 1 as QoS, ack: 'puback' as const },
+    { qos: 2 as QoS, ack: 'pubrec' as const },
+  ]) {
+    test(`the ${ack.toUpperCase()} for a QoS ${qos} publish waits until the hook promise resolves`, async () => {
+      const gate = deferred();
+      const called = deferred<Message>();
+      const tb = await broker({}, { onPublish: (message) => (called.resolve(message), gate.promise) });
+      cleanups.push(() => gate.resolve()); // never leave broker.close() waiting on the hook
+      const publisher = await raw(tb, 5, { clientId: 'gated' });
 
-    publisher.send({ cmd: 'publish', topic: 'gate/t', payload: Buffer.from('g'), qos, messageId: 42, dup: false, retain: false });
-    expect((await called.promise).topic).toBe('gate/t');
-    // The broker answers packets in order: PINGRESP first proves no ack had been sent while the hook was pending.
+      publisher.send({ cmd: 'publish', topic: 'gate/t', payload: Buffer.from('g'), qos, messageId: 42, dup: false, retain: false });
+      expect((await within(called.promise, 2000, 'onPublish was not called')).topic).toBe('gate/t');
+      // The broker answers packets in order: PINGRESP first proves no ack had been sent while the hook was pending.
+      publisher.send({ cmd: 'pingreq' });
+      expect(await publisher.nextPacket()).toMatchObject({ cmd: 'pingresp' });
+
+      gate.resolve();
+      expect(await publisher.nextPacket()).toMatchObject({ cmd: ack, messageId: 42 });
+    });
+  }
+
+  test('a rejected hook closes an MQTT 3.1.1 publisher connection without PUBACK, so it resends later', async () => {
+    const tb = await broker({}, { onPublish: () => Promise.reject(new Error('store down')) });
+    const publisher = await raw(tb, 4, { clientId: 'rejected-311' });
+    publisher.send({ cmd: 'publish', topic: 'deny/t', payload: Buffer.from('x'), qos: 1, messageId: 3, dup: false, retain: false });
+    await publisher.closed();
+    await expect(publisher.nextPacket()).rejects.toThrow(/closed/);
+  });
+
+  test('a resent QoS 2 publish is not acknowledged while the hook for the first copy is still pending', async () => {
+    const gate = deferred();
+    const calls: Message[] = [];
+    const called = deferred();
+    const tb = await broker({}, { onPublish: (message) => (calls.push(message), called.resolve(), gate.promise) });
+    cleanups.push(() => gate.resolve());
+    const publisher = await raw(tb, 5, { clientId: 'gated-dup' });
+
+    const publish = { cmd: 'publish', topic: 'gate/dup', payload: Buffer.from('g'), qos: 2, messageId: 9, retain: false } as const;
+    publisher.send({ ...publish, dup: false });
+    await within(called.promise, 2000, 'onPublish was not called');
+    publisher.send({ ...publish, dup: true });
+    // A PUBREC for the copy would tell the client the message is safe before the hook said so.
     publisher.send({ cmd: 'pingreq' });
     expect(await publisher.nextPacket()).toMatchObject({ cmd: 'pingresp' });
 
     gate.resolve();
-    expect(await publisher.nextPacket()).toMatchObject({ cmd: ack, messageId: 42 });
+    expect(await publisher.nextPacket()).toMatchObject({ cmd: 'pubrec', messageId: 9 });
+    publisher.send({ cmd: 'pubrel', messageId: 9 });
+    // At most one more PUBREC (for the copy), then PUBCOMP; the hook saw the message once.
+    let next = await publisher.nextPacket();
+    if (next.cmd === 'pubrec') next = await publisher.nextPacket();
+    expect(next).toMatchObject({ cmd: 'pubcomp', messageId: 9 });
+    expect(calls).toHaveLength(1);
   });
 });
 
 describe('broker.publish', () => {
+  test('resolves only once the onPublish hook has, and the hook sees clientId empty', async () => {
+    const gate = deferred();
+    const seen: Message[] = [];
+    const tb = await broker({}, { onPublish: (message) => (seen.push(message), gate.promise) });
+    cleanups.push(() => gate.resolve());
+
+    let settled = false;
+    const published = tb.broker.publish({ topic: 'engine/gated', payload: 'x', qos: 1 }).then(() => (settled = true));
+    await within(
+      new Promise<void>((resolve) => {
+        const poll = () => (seen.length > 0 ? resolve() : setImmediate(poll));
+        poll();
+      }),
+      2000,
+      'onPublish was not called',
+    );
+    // A full turn of the event loop with the hook pending: publish() must still be waiting.
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(settled).toBe(false);
+    expect(seen[0]).toMatchObject({ topic: 'engine/gated', clientId: '', hops: 0 });
+
+    gate.resolve();
+    await within(published, 2000, 'broker.publish did not resolve');
+    expect(settled).toBe(true);
+  });
+
+
   test('a message published by the engine reaches matching subscribers', async () => {
     const tb = await broker();
     const v4 = await client(tb);

@@ -1,7 +1,8 @@
 import mqtt, { type IClientOptions, type IConnackPacket, type MqttClient } from 'mqtt';
 import { afterEach, describe, expect, it } from 'vitest';
-import type { Clock, TimerHandle } from '../../src/clock.js';
+import type { Clock } from '../../src/clock.js';
 import type { BrokerConfigInput } from '../../src/config/broker.js';
+import { FakeClock } from '../helpers/fake-clock.js';
 import { collect, noMessage, startBroker, type Received, type TestBroker } from '../helpers/mqtt.js';
 import { openRaw, type RawClient, type RawClientOptions } from '../helpers/raw-client.js';
 
@@ -53,42 +54,6 @@ async function disconnect(c: MqttClient): Promise<void> {
 /** A publisher that has connected; its QoS 1/2 publishes resolve once the broker has routed them. */
 async function publisher(b: TestBroker): Promise<MqttClient> {
   return (await client(b, { clientId: `pub-${Math.random().toString(36).slice(2, 8)}` })).client;
-}
-
-/**
- * Time the test moves by hand. Timers fire, in order, only inside {@link FakeClock.advance};
- * sockets still run on real time.
- */
-class FakeClock implements Clock {
-  private time = Date.now();
-  private readonly timers = new Map<object, { at: number; fn: () => void }>();
-
-  now(): number {
-    return this.time;
-  }
-
-  setTimeout(fn: () => void, ms: number): TimerHandle {
-    const handle = {};
-    this.timers.set(handle, { at: this.time + Math.max(0, ms), fn });
-    return handle as TimerHandle;
-  }
-
-  clearTimeout(handle: TimerHandle): void {
-    this.timers.delete(handle as object);
-  }
-
-  advance(ms: number): void {
-    const end = this.time + ms;
-    for (;;) {
-      let due: [object, { at: number; fn: () => void }] | undefined;
-      for (const entry of this.timers) if (entry[1].at <= end && (!due || entry[1].at < due[1].at)) due = entry;
-      if (!due) break;
-      this.timers.delete(due[0]);
-      this.time = due[1].at;
-      due[1].fn();
-    }
-    this.time = end;
-  }
 }
 
 let settleId = 0;

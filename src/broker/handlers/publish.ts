@@ -26,11 +26,14 @@ export function handlePublish(ctx: BrokerContext, conn: Connection, packet: IPub
 
   const id = packet.messageId!;
   if (packet.qos === 2 && conn.session!.inboundQos2.has(id)) {
-    // [MQTT-4.3.3-10] a resent QoS 2 PUBLISH before PUBREL is acknowledged, not routed again.
-    conn.write({ cmd: 'pubrec', messageId: id });
+    // [MQTT-4.3.3-10] a resent QoS 2 PUBLISH before PUBREL is acknowledged, not routed again;
+    // while the first copy still waits for the hook, its own PUBREC will answer both.
+    if (!conn.pendingQos2.has(id)) conn.write({ cmd: 'pubrec', messageId: id });
     return;
   }
-  if (packet.qos > 0 && conn.v5 && conn.pendingAcks + conn.session!.inboundQos2.size >= ctx.config.limits.maxInflight) {
+  // Unacknowledged: QoS 1 waiting for the hook, plus QoS 2 until PUBREL (pending or not).
+  const unacked = conn.pendingAcks - conn.pendingQos2.size + conn.session!.inboundQos2.size;
+  if (packet.qos > 0 && conn.v5 && unacked >= ctx.config.limits.maxInflight) {
     // [MQTT-3.3.4-9] more unacknowledged QoS>0 messages than our Receive Maximum.
     return conn.protocolError(RC.receiveMaximumExceeded, `more than ${ctx.config.limits.maxInflight} unacknowledged publishes`);
   }
@@ -70,13 +73,16 @@ export function handlePublish(ctx: BrokerContext, conn: Connection, packet: IPub
   }
   if (!gate) return acknowledge(conn, packet);
   conn.pendingAcks++;
+  if (packet.qos === 2) conn.pendingQos2.add(id);
   gate.then(
     () => {
       conn.pendingAcks--;
+      conn.pendingQos2.delete(id);
       acknowledge(conn, packet);
     },
     (err: unknown) => {
       conn.pendingAcks--;
+      conn.pendingQos2.delete(id);
       ctx.stats.publishHookErrors++;
       ctx.log.warn({ err, clientId: conn.clientId, topic }, 'publish not acknowledged: the publish hook failed');
       if (packet.qos === 2) conn.session?.inboundQos2.delete(id);
