@@ -263,7 +263,7 @@ export class Connection implements Sender {
   }
 
   sendPubrel(packetId: number): void {
-    this.write({ cmd: 'pubrel', messageId: packetId });
+    this.write({ cmd: 'pubrel', messageId: packetId, reasonCode: 0 });
   }
 
   /**

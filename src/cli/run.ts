@@ -1,6 +1,10 @@
-import { createBroker } from '../broker/broker.js';
-import { ConfigError, loadConfig } from '../config/load.js';
+import { systemClock } from '../clock.js';
+import { ConfigError } from '../config/issues.js';
+import { loadProject } from '../config/load.js';
+import { createEngine } from '../engine/engine.js';
+import { RuleReloader } from '../engine/reload.js';
 import type { Logger } from '../log.js';
+import { createOutputRegistry } from '../outputs/registry.js';
 
 export interface RunOptions {
   config: string;
@@ -8,29 +12,43 @@ export interface RunOptions {
 }
 
 /**
- * `signalbox run`: loads the config, starts the broker, and shuts down cleanly on SIGINT or
- * SIGTERM. Resolves with the process exit code.
+ * `signalbox run`: loads and checks everything, starts the broker and the rules, reloads
+ * rules on change or SIGHUP, and shuts down cleanly on SIGINT or SIGTERM. Resolves with the
+ * process exit code.
  */
 export async function runCommand(options: RunOptions, log: Logger): Promise<number> {
-  let config;
+  const registry = createOutputRegistry();
+  let project;
   try {
-    config = loadConfig(options.config, { explicit: options.configExplicit });
+    project = loadProject(options.config, { explicit: options.configExplicit, registry });
   } catch (err) {
     if (err instanceof ConfigError) {
-      process.stderr.write(`signalbox: invalid configuration\n${err.problems.map((p) => `  ${p}`).join('\n')}\n`);
+      process.stderr.write(`signalbox: not starting: ${err.issues.length} problem(s)\n${err.message}\n`);
       return 2;
     }
     throw err;
   }
-  log.info({ config: config.file ?? '(defaults)' }, 'starting signalbox');
-  const broker = createBroker(config.broker, { log });
+  const { config } = project;
+  log.info({ config: config.file ?? '(defaults)', rules: project.compiled.rules.length, ruleFiles: project.ruleFiles.length, storage: config.storage.path }, 'starting signalbox');
+  const engine = createEngine(config, project.compiled.rules, { log, registry });
   try {
-    await broker.listen();
+    await engine.broker.listen();
   } catch (err) {
     log.fatal({ err }, 'could not open a listener');
-    await broker.close();
+    await engine.close();
     return 1;
   }
+  const reloader = new RuleReloader({
+    dir: config.rulesDir,
+    load: () => loadProject(options.config, { explicit: options.configExplicit, registry }).compiled.rules,
+    apply: (rules) => engine.setRules(rules),
+    log,
+    clock: systemClock,
+  });
+  reloader.start();
+  const onHup = () => reloader.reload('SIGHUP');
+  process.on('SIGHUP', onHup);
+
   return new Promise<number>((resolve) => {
     let stopping = false;
     const stop = (signal: NodeJS.Signals) => {
@@ -40,7 +58,9 @@ export async function runCommand(options: RunOptions, log: Logger): Promise<numb
       }
       stopping = true;
       log.info({ signal }, 'shutting down');
-      broker.close().then(
+      reloader.stop();
+      process.off('SIGHUP', onHup);
+      engine.close().then(
         () => resolve(0),
         (err: unknown) => {
           log.error({ err }, 'error during shutdown');

@@ -1,59 +1,99 @@
-import { existsSync, readFileSync } from 'node:fs';
-import { parseDocument } from 'yaml';
-import { z } from 'zod';
-import { brokerSchema, type BrokerConfig } from './broker.js';
+import { existsSync, readdirSync } from 'node:fs';
+import path from 'node:path';
+import type { OutputRegistry } from '../outputs/registry.js';
+import { compileRuleFiles, type CompiledRules } from '../rules/compile.js';
+import type { ExpressionLimits } from '../rules/expression.js';
+import { ConfigError, sortIssues, type ConfigIssue } from './issues.js';
+import { configSchema, type ConfigFile } from './schema.js';
+import { YamlSource } from './source.js';
 
-/** The whole signalbox.yaml after validation. Sections other than `broker:` join as they are built. */
-export interface Config {
-  broker: BrokerConfig;
-  /** The file it came from; undefined when running on defaults. */
-  file: string | undefined;
+/** The validated configuration, with paths resolved against the config file's folder. */
+export interface Config extends ConfigFile {
+  /** The config file read; undefined when running on defaults. */
+  readonly file: string | undefined;
+  /** The rule folder, absolute. */
+  readonly rulesDir: string;
+  /** Expression guardrails from `engine:`. */
+  readonly limits: ExpressionLimits;
 }
 
-const MAX_CONFIG_BYTES = 1024 * 1024;
-
-/** A configuration problem, with where it is and what would be accepted. */
-export class ConfigError extends Error {
-  readonly code = 'SB_ERR_CONFIG';
-  constructor(readonly problems: string[]) {
-    super(problems.join('\n'));
-  }
+export interface Project {
+  readonly config: Config;
+  readonly compiled: CompiledRules;
+  /** The rule files read, in order. */
+  readonly ruleFiles: readonly string[];
 }
 
-const fileSchema = z.object({ broker: brokerSchema.optional() }).strict();
+export interface LoadOptions {
+  /** The config file was named explicitly (a missing one is then an error). */
+  explicit: boolean;
+  env?: NodeJS.ProcessEnv;
+  registry: OutputRegistry;
+  /** Only these rule files instead of the rules folder (for `signalbox test FILES`). */
+  ruleFiles?: readonly string[];
+}
 
 /**
- * Loads signalbox.yaml. A missing file at the default path means "defaults"; a missing file
- * named explicitly is an error. Every problem is collected and thrown together as a
- * ConfigError, each as `file:line:col message`.
+ * Loads signalbox.yaml and every rule file, validates and compiles them. Throws one
+ * ConfigError carrying every problem found, each located `file:line:col`.
  */
-export function loadConfig(file: string, { explicit }: { explicit: boolean }): Config {
-  if (!existsSync(file)) {
-    if (explicit) throw new ConfigError([`${file}: config file not found`]);
-    return { broker: brokerSchema.parse({}), file: undefined };
+export function loadProject(configFile: string, options: LoadOptions): Project {
+  const issues: ConfigIssue[] = [];
+  const config = loadConfigFile(configFile, options, issues);
+  if (!config) throw new ConfigError(sortIssues(issues));
+  const ruleFiles = options.ruleFiles ? options.ruleFiles.map((f) => path.resolve(f)) : listRuleFiles(config.rulesDir, config.file !== undefined, issues);
+  const sources: YamlSource[] = [];
+  for (const file of ruleFiles) {
+    const source = YamlSource.read(path.relative(process.cwd(), file) || file, issues);
+    if (!source) continue;
+    source.substituteEnv(options.env ?? process.env, issues);
+    sources.push(source);
   }
-  const text = readFileSync(file, 'utf8');
-  if (Buffer.byteLength(text) > MAX_CONFIG_BYTES) throw new ConfigError([`${file}: larger than 1 MiB`]);
-  const doc = parseDocument(text, { uniqueKeys: true, prettyErrors: false });
-  const lineOf = (offset: number): string => {
-    const before = text.slice(0, offset);
-    const line = before.split('\n').length;
-    const col = offset - before.lastIndexOf('\n');
-    return `${line}:${col}`;
+  const namedOutputs = new Map(Object.entries(config.outputs).map(([name, o]) => [name, o.type]));
+  const compiled = compileRuleFiles(sources, options.registry, { limits: config.limits, namedOutputs }, issues);
+  if (issues.length > 0) throw new ConfigError(sortIssues(issues));
+  return { config, compiled, ruleFiles };
+}
+
+/** Loads and validates signalbox.yaml alone (no rules). */
+export function loadConfigFile(configFile: string, options: Pick<LoadOptions, 'explicit' | 'env'>, issues: ConfigIssue[]): Config | undefined {
+  let data: unknown = {};
+  let source: YamlSource | undefined;
+  const file = path.relative(process.cwd(), configFile) || configFile;
+  if (existsSync(configFile)) {
+    source = YamlSource.read(file, issues);
+    if (!source) return undefined;
+    source.substituteEnv(options.env ?? process.env, issues);
+    data = source.toData(issues);
+    if (data === undefined) return undefined;
+  } else if (options.explicit) {
+    issues.push({ file, line: 1, col: 1, code: 'SB_CONFIG_NOT_FOUND', message: 'config file not found', hint: 'omit --config to run on the defaults' });
+    return undefined;
+  }
+  const parsed = source ? source.validate(configSchema, data, issues) : configSchema.parse({});
+  if (!parsed) return undefined;
+  const base = source ? path.dirname(path.resolve(configFile)) : process.cwd();
+  return {
+    ...parsed,
+    storage: { ...parsed.storage, path: parsed.storage.path === ':memory:' ? ':memory:' : path.resolve(base, parsed.storage.path) },
+    file: source ? file : undefined,
+    rulesDir: path.resolve(base, parsed.rules),
+    limits: {
+      timeoutMs: parsed.engine.expressionTimeoutMs,
+      maxDepth: parsed.engine.expressionMaxDepth,
+      maxSequence: parsed.engine.expressionMaxSequence,
+    },
   };
-  if (doc.errors.length > 0) {
-    throw new ConfigError(doc.errors.map((e) => `${file}:${lineOf(e.pos[0])} ${e.message.split('\n')[0]}`));
+}
+
+/** The *.yaml / *.yml files of the rules folder, sorted. A missing default folder means no rules. */
+function listRuleFiles(dir: string, configured: boolean, issues: ConfigIssue[]): string[] {
+  if (!existsSync(dir)) {
+    if (configured) issues.push({ file: path.relative(process.cwd(), dir) || dir, line: 1, col: 1, code: 'SB_CONFIG_NOT_FOUND', message: 'rules folder not found' });
+    return [];
   }
-  const result = fileSchema.safeParse(doc.toJS({ maxAliasCount: 100 }) ?? {});
-  if (!result.success) {
-    throw new ConfigError(
-      result.error.issues.map((issue) => {
-        const node = doc.getIn(issue.path as (string | number)[], true) as { range?: [number, number] } | undefined;
-        const where = node?.range ? lineOf(node.range[0]) : '1:1';
-        const path = issue.path.join('.');
-        return `${file}:${where} ${path ? `'${path}': ` : ''}${issue.message}`;
-      }),
-    );
-  }
-  return { broker: result.data.broker ?? brokerSchema.parse({}), file };
+  return readdirSync(dir)
+    .filter((f) => f.endsWith('.yaml') || f.endsWith('.yml'))
+    .sort()
+    .map((f) => path.join(dir, f));
 }

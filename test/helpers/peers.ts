@@ -123,7 +123,7 @@ export interface Child {
    * rejects with the output so far when `within` ms pass or the process exits first.
    */
   waitForLine(match: RegExp, options?: { within?: number }): Promise<string>;
-  /** Kills the process by its PID (SIGKILL); a no-op once it has exited. */
+  /** Kills the process and its process group by PID (SIGKILL); a no-op once it has exited. */
   kill(): void;
 }
 
@@ -134,7 +134,8 @@ export interface Child {
 export function startProcess(command: string, args: string[], options: StartOptions = {}): Child {
   const { deadlineMs = 15_000, input, env } = options;
   const commandLine = [command, ...args].join(' ');
-  const child = spawn(command, args, { env: env ?? process.env, stdio: ['pipe', 'pipe', 'pipe'] });
+  // detached: the child leads its own process group, so kill() also reaches anything it forked.
+  const child = spawn(command, args, { env: env ?? process.env, stdio: ['pipe', 'pipe', 'pipe'], detached: true });
 
   let stdout = '';
   let stderr = '';
@@ -165,10 +166,12 @@ export function startProcess(command: string, args: string[], options: StartOpti
   let timedOut = false;
   const kill = () => {
     if (!running || child.pid === undefined) return;
-    try {
-      process.kill(child.pid, 'SIGKILL');
-    } catch {
-      // ESRCH: it exited between our check and the kill
+    for (const target of [-child.pid, child.pid]) {
+      try {
+        process.kill(target, 'SIGKILL'); // the group first, then the process itself
+      } catch {
+        // ESRCH: gone already
+      }
     }
   };
   const timer = setTimeout(() => {

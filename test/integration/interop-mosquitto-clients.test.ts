@@ -67,7 +67,8 @@ async function subscribe(topic: string, { version, qos, count, extra = [], forma
 }): Promise<Subscriber> {
   const args = ['-h', '127.0.0.1', '-p', String(server.port), '-V', version, '-t', topic, '-q', String(qos),
     '-C', String(count), '-W', String(SUB_WAIT_S), '-d', '-F', format, ...extra];
-  const child = startProcess('mosquitto_sub', args, { deadlineMs: (SUB_WAIT_S + 4) * 1000 });
+  // stdbuf (coreutils): mosquitto_sub block-buffers its -d lines on a pipe, so we would never see "Subscribed".
+  const child = startProcess('stdbuf', ['-oL', 'mosquitto_sub', ...args], { deadlineMs: (SUB_WAIT_S + 4) * 1000 });
   const subscribed = await child.waitForLine(/^Subscribed \(mid: \d+\): \d+/, { within: 5000 });
   const grantedQos = Number(/\): (\d+)/.exec(subscribed)![1]);
   const lines = async () => messageLines(expectCleanExit(await child.exited).stdout);
@@ -96,10 +97,10 @@ async function publish(topic: string, { version, qos, message, extra = [] }: {
 }
 
 const versions: Version[] = ['mqttv311', 'mqttv5'];
-const matrix = versions.flatMap((version) => ([0, 1, 2] as const).map((qos) => ({ version, qos })));
+const matrix = versions.flatMap((version) => ([0, 1, 2] as const).map((qos) => [version, qos, qos] as const));
 
 describe('mosquitto_pub and mosquitto_sub against signalbox', () => {
-  it.each(matrix)('mosquitto_sub ($version) receives at QoS $qos what mosquitto_pub publishes at QoS $qos', async ({ version, qos }) => {
+  it.each(matrix)('mosquitto_sub (-V %s) receives at QoS %s what mosquitto_pub publishes at QoS %s', async (version, qos) => {
     const topic = freshTopic(`q${qos}`);
     const sub = await subscribe(topic, { version, qos, count: 1 });
     expect(sub.grantedQos).toBe(qos);
@@ -111,7 +112,7 @@ describe('mosquitto_pub and mosquitto_sub against signalbox', () => {
     expect(message).toMatchObject({ topic, qos, retain: 0, payload: `héllo wörld at QoS ${qos}` });
   });
 
-  it.each(versions)('several messages from one mosquitto_pub -l arrive in order at QoS 1 ($0)', async (version) => {
+  it.each(versions)('several messages from one mosquitto_pub -l arrive in order at QoS 1 (-V %s)', async (version) => {
     const topic = freshTopic('ordered');
     const sub = await subscribe(topic, { version, qos: 1, count: 5 });
     const lines = ['one', 'two', 'three', 'four', 'five'];
@@ -124,7 +125,7 @@ describe('mosquitto_pub and mosquitto_sub against signalbox', () => {
     expect((await sub.messages()).map((m) => m.payload)).toEqual(lines);
   });
 
-  it.each(versions)('a message is delivered at the lower of the publish and subscription QoS ($0)', async (version) => {
+  it.each(versions)('a message is delivered at the lower of the publish and subscription QoS (-V %s)', async (version) => {
     const topic = freshTopic('downgrade');
     const sub = await subscribe(topic, { version, qos: 1, count: 2 });
 
@@ -135,7 +136,7 @@ describe('mosquitto_pub and mosquitto_sub against signalbox', () => {
     expect(got.map((m) => [m.payload, m.qos])).toEqual([['sent at 2', 1], ['sent at 0', 0]]);
   });
 
-  it.each(versions)('a retained message is received by a mosquitto_sub that subscribes later ($0)', async (version) => {
+  it.each(versions)('a retained message is received by a mosquitto_sub that subscribes later (-V %s)', async (version) => {
     const topic = freshTopic('retained');
     await publish(topic, { version, qos: 1, message: 'last known value', extra: ['-r'] });
 

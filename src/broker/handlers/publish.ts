@@ -28,7 +28,7 @@ export function handlePublish(ctx: BrokerContext, conn: Connection, packet: IPub
   if (packet.qos === 2 && conn.session!.inboundQos2.has(id)) {
     // [MQTT-4.3.3-10] a resent QoS 2 PUBLISH before PUBREL is acknowledged, not routed again;
     // while the first copy still waits for the hook, its own PUBREC will answer both.
-    if (!conn.pendingQos2.has(id)) conn.write({ cmd: 'pubrec', messageId: id });
+    if (!conn.pendingQos2.has(id)) conn.write({ cmd: 'pubrec', messageId: id, reasonCode: 0 });
     return;
   }
   // Unacknowledged: QoS 1 waiting for the hook, plus QoS 2 until PUBREL (pending or not).
@@ -95,7 +95,8 @@ export function handlePublish(ctx: BrokerContext, conn: Connection, packet: IPub
 }
 
 function acknowledge(conn: Connection, packet: IPublishPacket): void {
-  conn.write({ cmd: packet.qos === 1 ? 'puback' : 'pubrec', messageId: packet.messageId });
+  // reasonCode 0 lets MQTT 5 use the short form [MQTT-3.4.2-1], which older clients (paho 1.6) require.
+  conn.write({ cmd: packet.qos === 1 ? 'puback' : 'pubrec', messageId: packet.messageId, reasonCode: 0 });
 }
 
 /** Negative acknowledgement (MQTT 5) or, for MQTT 3.1.1, the connection ends [MQTT-3.3.5-2]. */

@@ -15,9 +15,9 @@ export function handlePubrec(ctx: BrokerContext, conn: Connection, packet: IPubr
     return;
   }
   if (session.received(id)) {
-    conn.write({ cmd: 'pubrel', messageId: id });
+    conn.write({ cmd: 'pubrel', messageId: id, reasonCode: 0 });
   } else {
     ctx.log.debug({ clientId: conn.clientId, packetId: id }, 'PUBREC for an unknown packet id');
-    conn.write({ cmd: 'pubrel', messageId: id, reasonCode: conn.v5 ? RC.packetIdentifierNotFound : undefined });
+    conn.write({ cmd: 'pubrel', messageId: id, reasonCode: conn.v5 ? RC.packetIdentifierNotFound : 0 });
   }
 }

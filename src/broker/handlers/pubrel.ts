@@ -11,5 +11,5 @@ import { RC } from '../reason-codes.js';
 export function handlePubrel(_ctx: BrokerContext, conn: Connection, packet: IPubrelPacket): void {
   const id = packet.messageId!;
   const known = conn.session!.inboundQos2.delete(id);
-  conn.write({ cmd: 'pubcomp', messageId: id, reasonCode: conn.v5 && !known ? RC.packetIdentifierNotFound : undefined });
+  conn.write({ cmd: 'pubcomp', messageId: id, reasonCode: conn.v5 && !known ? RC.packetIdentifierNotFound : 0 });
 }

@@ -1,0 +1,72 @@
+import type Database from 'better-sqlite3';
+import { createBroker, type Broker } from '../broker/broker.js';
+import { systemClock, type Clock } from '../clock.js';
+import type { Config } from '../config/load.js';
+import type { Logger } from '../log.js';
+import type { OutputRegistry } from '../outputs/registry.js';
+import type { CompiledRule } from '../rules/compile.js';
+import { openDatabase } from '../storage/database.js';
+import { DeadLetterStore } from '../storage/dead-letters.js';
+import { HistoryStore } from '../storage/history.js';
+import { RuleProcessor } from './processor.js';
+
+/** How often history retention runs. */
+export const RETENTION_INTERVAL_MS = 60_000;
+
+export interface EngineDeps {
+  log: Logger;
+  registry: OutputRegistry;
+  clock?: Clock;
+}
+
+/** A running signalbox: the broker, its storage and the rules, wired together. */
+export interface Engine {
+  readonly broker: Broker;
+  readonly processor: RuleProcessor;
+  readonly history: HistoryStore;
+  readonly deadLetters: DeadLetterStore;
+  /** Replaces the running rules at once (after they were validated). */
+  setRules(rules: readonly CompiledRule[]): void;
+  /** Stops the broker, finishes rule work, flushes history, closes the database. */
+  close(): Promise<void>;
+}
+
+/**
+ * Wires signalbox together: opens the database, builds the rule processor and the broker
+ * with the processor as its publish hook. Nothing listens until `engine.broker.listen()`.
+ * Wiring only: behaviour lives in the parts.
+ */
+export function createEngine(config: Config, rules: readonly CompiledRule[], deps: EngineDeps): Engine {
+  const { log, registry } = deps;
+  const clock = deps.clock ?? systemClock;
+  const db: Database.Database = openDatabase(config.storage.path, { durability: config.storage.durability, log });
+  const history = new HistoryStore(db, { clock, log });
+  const deadLetters = new DeadLetterStore(db, { clock, log });
+  // The broker and the processor need each other: the processor republishes through the
+  // broker, the broker hands every message to the processor.
+  let broker: Broker | undefined;
+  const processor = new RuleProcessor(rules, config.engine.maxHops, {
+    registry,
+    deadLetters,
+    history,
+    log,
+    publish: (input) => broker!.publish(input),
+  });
+  broker = createBroker(config.broker, { log, clock, onPublish: processor.onPublish });
+  history.startRetention(config.history.retention, RETENTION_INTERVAL_MS);
+  const b = broker;
+  return {
+    broker: b,
+    processor,
+    history,
+    deadLetters,
+    setRules: (next) => processor.setRules(next),
+    async close() {
+      await b.close();
+      await processor.close();
+      history.stopRetention();
+      await history.close();
+      db.close();
+    },
+  };
+}

@@ -1,0 +1,104 @@
+import type { Message, MessageProperties, QoS } from '../broker/types.js';
+
+/**
+ * The document every JSONata expression of a rule sees: the message as users think of it.
+ * `payload` is the parsed JSON when the bytes parse, else the text; the original bytes stay
+ * on the non-enumerable `raw` so an untransformed message is passed on byte for byte.
+ */
+export interface RuleInput {
+  topic: string;
+  levels: string[];
+  payload: unknown;
+  qos: QoS;
+  retain: boolean;
+  clientId: string;
+  /** ms since the epoch, when the broker accepted the message. */
+  timestamp: number;
+  properties: RuleProperties;
+  /** Rule hops that produced this message. */
+  hops: number;
+}
+
+/** MQTT 5 properties as JSONata sees them (correlationData as text when it is UTF-8). */
+export interface RuleProperties {
+  userProperties?: Record<string, string | string[]>;
+  contentType?: string;
+  responseTopic?: string;
+  correlationData?: string;
+  messageExpiryInterval?: number;
+  payloadFormatIndicator?: boolean;
+}
+
+const RAW = Symbol('raw');
+const TRANSFORMED = Symbol('transformed');
+
+type Tagged = RuleInput & { [RAW]?: Buffer; [TRANSFORMED]?: boolean };
+
+/** Parses a payload: JSON when it parses, else UTF-8 text. */
+export function parsePayload(payload: Buffer): unknown {
+  const text = payload.toString('utf8');
+  const first = text.charCodeAt(0);
+  // Only attempt JSON for text that can start a JSON value; avoids a throw per plain-text message.
+  if (first === 0x7b || first === 0x5b || first === 0x22 || first === 0x2d || (first >= 0x30 && first <= 0x39) || text === 'true' || text === 'false' || text === 'null') {
+    try {
+      return JSON.parse(text);
+    } catch {
+      return text;
+    }
+  }
+  return text;
+}
+
+/** Builds the rule input document for a broker message. */
+export function toRuleInput(message: Message): RuleInput {
+  const input: Tagged = {
+    topic: message.topic,
+    levels: message.topic.split('/'),
+    payload: parsePayload(message.payload),
+    qos: message.qos,
+    retain: message.retain,
+    clientId: message.clientId,
+    timestamp: message.timestamp,
+    properties: toRuleProperties(message.properties),
+    hops: message.hops,
+  };
+  Object.defineProperty(input, RAW, { value: message.payload, enumerable: false });
+  return input;
+}
+
+function toRuleProperties(p: MessageProperties | undefined): RuleProperties {
+  if (!p) return {};
+  const out: RuleProperties = {};
+  if (p.userProperties) out.userProperties = p.userProperties as Record<string, string | string[]>;
+  if (p.contentType !== undefined) out.contentType = p.contentType;
+  if (p.responseTopic !== undefined) out.responseTopic = p.responseTopic;
+  if (p.correlationData !== undefined) out.correlationData = p.correlationData.toString('utf8');
+  if (p.messageExpiryInterval !== undefined) out.messageExpiryInterval = p.messageExpiryInterval;
+  if (p.payloadFormatIndicator !== undefined) out.payloadFormatIndicator = p.payloadFormatIndicator;
+  return out;
+}
+
+/** The input after a transform: same message, new payload. */
+export function withPayload(input: RuleInput, payload: unknown): RuleInput {
+  const next: Tagged = { ...input, payload };
+  Object.defineProperty(next, TRANSFORMED, { value: true, enumerable: false });
+  return next;
+}
+
+/**
+ * The bytes to send for the input's payload: the original bytes when no transform changed it
+ * (no re-serialisation on the hot path), else strings as UTF-8 and anything else as JSON.
+ */
+export function payloadBytes(input: RuleInput): Buffer {
+  const tagged = input as Tagged;
+  if (!tagged[TRANSFORMED] && tagged[RAW]) return tagged[RAW];
+  return encodePayload(input.payload);
+}
+
+/** Encodes a JSONata result as a payload: strings as UTF-8, undefined as empty, anything else as JSON. */
+export function encodePayload(value: unknown): Buffer {
+  if (typeof value === 'string') return Buffer.from(value, 'utf8');
+  if (value === undefined) return Buffer.alloc(0);
+  if (Buffer.isBuffer(value)) return value;
+  return Buffer.from(JSON.stringify(value), 'utf8');
+}

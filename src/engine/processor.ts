@@ -1,0 +1,141 @@
+import type { Message, PublisherInfo } from '../broker/types.js';
+import type { Logger } from '../log.js';
+import type { OutputRegistry } from '../outputs/registry.js';
+import type { Effect, EffectSink, SinkDeps } from '../outputs/types.js';
+import type { CompiledRule } from '../rules/compile.js';
+import type { DeadLetterStore } from '../storage/dead-letters.js';
+import { StorageError } from '../storage/errors.js';
+import { toRuleInput } from './message.js';
+import { runRule, type RuleOutcome } from './pipeline.js';
+import { RuleRouter } from './router.js';
+
+/** Default for `engine.maxHops`: how many rule-to-rule republishes one message may cause. */
+export const DEFAULT_MAX_HOPS = 8;
+
+/** Counters of the rule engine, for logs and metrics. */
+export interface ProcessorStats {
+  messagesMatched: number;
+  rulesRun: number;
+  rulesSkipped: number;
+  ruleErrors: number;
+  effectErrors: number;
+  hopLimitDrops: number;
+}
+
+export interface ProcessorDeps extends SinkDeps {
+  readonly registry: OutputRegistry;
+  readonly deadLetters: DeadLetterStore | undefined;
+  readonly log: Logger;
+}
+
+const noop = (): void => undefined;
+
+/**
+ * Runs rules on broker messages. Installed as the broker's publish hook: the promise it
+ * returns resolves when everything the message caused is done (history committed,
+ * republished messages stored), so the broker sends PUBACK only then.
+ *
+ * Order: rules evaluate concurrently, but effects are dispatched in the order messages
+ * arrived, so each output sees a topic's messages in order.
+ */
+export class RuleProcessor {
+  readonly stats: ProcessorStats = { messagesMatched: 0, rulesRun: 0, rulesSkipped: 0, ruleErrors: 0, effectErrors: 0, hopLimitDrops: 0 };
+  private router: RuleRouter;
+  private readonly sinks = new Map<string, EffectSink>();
+  private tail: Promise<void> = Promise.resolve();
+
+  constructor(
+    rules: readonly CompiledRule[],
+    private readonly maxHops: number,
+    private readonly deps: ProcessorDeps,
+  ) {
+    this.router = new RuleRouter(rules);
+    for (const [name, type] of deps.registry) this.sinks.set(name, type.createSink(deps));
+  }
+
+  get rules(): readonly CompiledRule[] {
+    return this.router.rules;
+  }
+
+  /** Swaps in a new rule set at once; messages already being processed finish on the old one. */
+  setRules(rules: readonly CompiledRule[]): void {
+    this.router = new RuleRouter(rules);
+  }
+
+  /** The broker's publish hook. Returns undefined when no rule matches, so QoS 1 is acked at once. */
+  readonly onPublish = (message: Message, _publisher: PublisherInfo): Promise<void> | undefined => {
+    const rules = this.router.match(message.topic);
+    if (rules.length === 0) return undefined;
+    if (message.hops > this.maxHops) {
+      // Rules republishing into each other would otherwise cycle for ever.
+      this.stats.hopLimitDrops++;
+      this.deps.log.warn({ topic: message.topic, hops: message.hops, maxHops: this.maxHops }, 'hop limit reached: rules not run for this message (a republish cycle?)');
+      return undefined;
+    }
+    this.stats.messagesMatched++;
+    const input = toRuleInput(message);
+    const evaluated = Promise.all(rules.map((rule) => runRule(rule, input)));
+    const dispatched = this.tail.then(() => evaluated).then((outcomes) => this.dispatch(message, outcomes));
+    this.tail = dispatched.then(noop, noop);
+    return dispatched.then((pending) => (pending.length === 0 ? undefined : Promise.all(pending).then(noop)));
+  };
+
+  /** Starts every effect of one message; returns what to wait for before acknowledging it. */
+  private dispatch(message: Message, outcomes: RuleOutcome[]): Promise<void>[] {
+    const pending: Promise<void>[] = [];
+    for (const outcome of outcomes) {
+      if (outcome.status === 'skipped') {
+        this.stats.rulesSkipped++;
+        continue;
+      }
+      if (outcome.status === 'error') {
+        this.ruleFailed(outcome.rule.id, message, `${outcome.stage}: ${outcome.error.message}`);
+        continue;
+      }
+      this.stats.rulesRun++;
+      for (const effect of outcome.effects) {
+        try {
+          const p = this.sinks.get(effect.type)!.execute(effect);
+          if (p) pending.push(p.catch((err: unknown) => this.effectFailed(effect, message, err)));
+        } catch (err) {
+          const p = this.effectFailed(effect, message, err);
+          if (p) pending.push(p);
+        }
+      }
+    }
+    return pending;
+  }
+
+  private ruleFailed(ruleId: string, message: Message, error: string, output?: string): void {
+    this.stats.ruleErrors++;
+    this.deps.log.warn({ rule: ruleId, topic: message.topic, error, output }, 'rule failed for a message; it went to the dead letters');
+    this.deps.deadLetters?.add({
+      time: message.timestamp,
+      ruleId,
+      output,
+      error,
+      topic: message.topic,
+      payload: message.payload,
+      qos: message.qos,
+      retain: message.retain,
+      clientId: message.clientId,
+    });
+  }
+
+  /**
+   * A storage failure (disk full, read-only) is passed up so the message is not acknowledged
+   * and the client resends; any other failure of one effect is a dead letter.
+   */
+  private effectFailed(effect: Effect, message: Message, err: unknown): Promise<void> | undefined {
+    if (err instanceof StorageError && err.retryable) return Promise.reject(err);
+    this.stats.effectErrors++;
+    this.ruleFailed(effect.ruleId, message, err instanceof Error ? err.message : String(err), effect.type);
+    return undefined;
+  }
+
+  /** Waits for dispatched work and flushes sinks. */
+  async close(): Promise<void> {
+    await this.tail;
+    for (const sink of this.sinks.values()) await sink.close?.();
+  }
+}

@@ -1,0 +1,113 @@
+import { z } from 'zod';
+import type { MessageProperties } from '../broker/types.js';
+import { payloadBytes, type RuleInput } from '../engine/message.js';
+import type { CompiledTemplate } from '../rules/template.js';
+import { compileSetting, qosSchema } from './common.js';
+import type { CompiledAction, Effect, OutputType } from './types.js';
+
+const propertiesSchema = z
+  .object({
+    contentType: z.string().optional().describe('MQTT 5 Content Type; a `${…}` template.'),
+    responseTopic: z.string().optional().describe('MQTT 5 Response Topic; a `${…}` template.'),
+    correlationData: z.string().optional().describe('MQTT 5 Correlation Data (sent as UTF-8); a `${…}` template.'),
+    messageExpiryInterval: z.number().int().min(0).max(0xffff_ffff).optional().describe('MQTT 5 Message Expiry Interval, seconds.'),
+    payloadFormatIndicator: z.boolean().optional().describe('MQTT 5 Payload Format Indicator (true = UTF-8).'),
+    userProperties: z.record(z.string(), z.string()).optional().describe('MQTT 5 User Properties; each value a `${…}` template.'),
+  })
+  .strict();
+
+const schema = z
+  .object({
+    topic: z.string().min(1).describe('Topic to publish to; a `${…}` template evaluated after the transform.'),
+    qos: qosSchema.optional().describe('QoS of the republished message. Default: the incoming message\'s QoS.'),
+    retain: z.boolean().default(false).describe('Publish as retained. Default false.'),
+    properties: propertiesSchema
+      .optional()
+      .describe('MQTT 5 properties. Default: the incoming message\'s properties, passed through; given keys override them.'),
+  })
+  .strict();
+
+type Settings = z.output<typeof schema>;
+type StringProp = 'contentType' | 'responseTopic' | 'correlationData';
+
+/** `republish`: publishes the rule's result back into the broker, where subscribers and other rules see it. */
+export const republishOutput: OutputType<typeof schema> = {
+  name: 'republish',
+  description: 'Publish the result to a topic on this broker (subscribers and other rules see it).',
+  schema,
+
+  compile(settings: Settings, ctx): CompiledAction {
+    const topic = compileSetting(settings.topic, ['topic'], ctx.limits);
+    const stringProps: [StringProp, CompiledTemplate][] = [];
+    for (const key of ['contentType', 'responseTopic', 'correlationData'] as const) {
+      const text = settings.properties?.[key];
+      if (text !== undefined) stringProps.push([key, compileSetting(text, ['properties', key], ctx.limits)]);
+    }
+    const userProps: [string, CompiledTemplate][] = Object.entries(settings.properties?.userProperties ?? {}).map(([k, v]) => [
+      k,
+      compileSetting(v, ['properties', 'userProperties', k], ctx.limits),
+    ]);
+    const override = settings.properties;
+    return {
+      type: 'republish',
+      republishTopic: topic,
+      async plan(input: RuleInput, ruleId: string): Promise<Effect[]> {
+        const renderedTopic = topic.isConstant ? topic.source : await topic.render(input);
+        let properties = input.properties as MessageProperties | undefined;
+        if (override) {
+          const p: MessageProperties = { ...toMessageProperties(input) };
+          for (const [key, tpl] of stringProps) {
+            const value = await tpl.render(input);
+            if (key === 'correlationData') p.correlationData = Buffer.from(value, 'utf8');
+            else p[key] = value;
+          }
+          if (override.messageExpiryInterval !== undefined) p.messageExpiryInterval = override.messageExpiryInterval;
+          if (override.payloadFormatIndicator !== undefined) p.payloadFormatIndicator = override.payloadFormatIndicator;
+          if (userProps.length > 0) {
+            const up: Record<string, string> = {};
+            for (const [k, tpl] of userProps) up[k] = await tpl.render(input);
+            p.userProperties = { ...(p.userProperties ?? {}), ...up };
+          }
+          properties = p;
+        } else {
+          properties = toMessageProperties(input);
+        }
+        return [
+          {
+            type: 'republish',
+            ruleId,
+            topic: renderedTopic,
+            payload: payloadBytes(input),
+            qos: settings.qos ?? input.qos,
+            retain: settings.retain,
+            properties,
+            source: { clientId: input.clientId, timestamp: input.timestamp, hops: input.hops },
+          },
+        ];
+      },
+    };
+  },
+
+  createSink(deps) {
+    return {
+      execute(effect) {
+        return deps.publish({
+          topic: effect.topic,
+          payload: effect.payload,
+          qos: effect.qos,
+          retain: effect.retain,
+          properties: effect.properties,
+          hops: effect.source.hops + 1,
+        });
+      },
+    };
+  },
+};
+
+/** The input's MQTT 5 properties back in broker form (correlation data as bytes); undefined when there are none. */
+function toMessageProperties(input: RuleInput): MessageProperties | undefined {
+  const p = input.properties;
+  if (!p || Object.keys(p).length === 0) return undefined;
+  const { correlationData, ...rest } = p;
+  return correlationData === undefined ? rest : { ...rest, correlationData: Buffer.from(correlationData, 'utf8') };
+}

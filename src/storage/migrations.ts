@@ -1,0 +1,132 @@
+import type BetterSqlite3 from 'better-sqlite3';
+import type { Logger } from '../log.js';
+import { StorageError, toStorageError } from './errors.js';
+
+/**
+ * One schema step. `id` is the `PRAGMA user_version` the database has once `sql` ran; ids
+ * start at 1 and go up by one. A released migration is never edited: change the schema by
+ * appending a new one.
+ */
+export interface Migration {
+  readonly id: number;
+  /** What it does, for the log. */
+  readonly name: string;
+  /** One or more SQL statements, run inside the migration's transaction. */
+  readonly sql: string;
+}
+
+/**
+ * The signalbox schema, in order. Broker state (retained messages, sessions) and the durable
+ * outboxes join as further entries; everything shares one database so one transaction can
+ * cover all a message caused.
+ */
+export const MIGRATIONS: readonly Migration[] = [
+  {
+    id: 1,
+    name: 'history and dead letters',
+    sql: `
+      -- Messages a rule's history output stored. time is milliseconds since the epoch.
+      -- No AUTOINCREMENT: ids only need to be unique and increasing for the newest rows,
+      -- and retention deletes the oldest, so the cheaper rowid allocation is enough.
+      CREATE TABLE history (
+        id INTEGER PRIMARY KEY,
+        time INTEGER NOT NULL,
+        topic TEXT NOT NULL,
+        payload BLOB NOT NULL,
+        qos INTEGER NOT NULL,
+        retain INTEGER NOT NULL,
+        rule_id TEXT NOT NULL,
+        client_id TEXT NOT NULL
+      );
+      -- "this topic (or topic prefix) over this time range", newest first.
+      CREATE INDEX history_topic_time ON history (topic, time);
+      -- "everything over this time range", and retention deleting the oldest rows.
+      CREATE INDEX history_time ON history (time);
+
+      -- Poison messages: the rule and output that failed, the error, and the message.
+      -- AUTOINCREMENT so an id an operator listed never names a different letter later.
+      CREATE TABLE dead_letters (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        time INTEGER NOT NULL,
+        rule_id TEXT NOT NULL,
+        output TEXT,
+        error TEXT NOT NULL,
+        topic TEXT NOT NULL,
+        payload BLOB NOT NULL,
+        qos INTEGER NOT NULL,
+        retain INTEGER NOT NULL,
+        client_id TEXT NOT NULL,
+        attempts INTEGER NOT NULL
+      );
+      CREATE INDEX dead_letters_rule ON dead_letters (rule_id, id);
+    `,
+  },
+];
+
+/** The schema version this code writes: the id of the last migration. */
+export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1]!.id;
+
+/** Where a {@link migrate} call started and ended. */
+export interface MigrationResult {
+  from: number;
+  to: number;
+}
+
+/** Throws unless ids are 1, 2, 3, …: a gap or a duplicate is a programming error. */
+function checkOrder(migrations: readonly Migration[]): void {
+  migrations.forEach((m, i) => {
+    if (m.id !== i + 1) throw new Error(`migration ${i} has id ${m.id}; ids must be 1, 2, 3, … in order`);
+  });
+}
+
+/**
+ * Brings `db` to the last of `migrations`, each in its own `BEGIN IMMEDIATE` transaction that
+ * also sets `user_version`, so a failed step leaves the previous version intact and a second
+ * process migrating at the same time waits instead of applying a step twice.
+ *
+ * Called by `openDatabase`. Throws a {@link StorageError}: `SB_ERR_STORAGE_VERSION` when the
+ * database is newer than `migrations` (the caller must not use it), or the mapped SQLite
+ * error when a step fails (the database stays at the last good version).
+ */
+export function migrate(
+  db: BetterSqlite3.Database,
+  options: { file: string; log: Logger; migrations?: readonly Migration[] },
+): MigrationResult {
+  const { file, log } = options;
+  const migrations = options.migrations ?? MIGRATIONS;
+  checkOrder(migrations);
+  const latest = migrations.length;
+  const readVersion = (): number => db.pragma('user_version', { simple: true }) as number;
+
+  const from = readVersion();
+  if (from > latest) {
+    throw new StorageError(
+      'SB_ERR_STORAGE_VERSION',
+      `${file}: database schema version ${from} is newer than this signalbox supports (${latest}); ` +
+        'upgrade signalbox, or restore a backup made with this version',
+      { file, retryable: false },
+    );
+  }
+  let version = from;
+  for (const m of migrations.slice(from)) {
+    const step = db.transaction(() => {
+      // Re-read under the write lock: another process may have migrated meanwhile.
+      if (readVersion() >= m.id) return false;
+      db.exec(m.sql);
+      // user_version lives in the database header, so it commits or rolls back with the step.
+      db.pragma(`user_version = ${m.id}`);
+      return true;
+    });
+    let applied: boolean;
+    try {
+      applied = step.immediate();
+    } catch (err) {
+      const e = toStorageError(err, file);
+      log.error({ err: e, file, migration: m.id }, `schema migration ${m.id} (${m.name}) failed`);
+      throw e;
+    }
+    version = m.id;
+    if (applied) log.info({ file, migration: m.id }, `applied schema migration ${m.id}: ${m.name}`);
+  }
+  return { from, to: version };
+}
