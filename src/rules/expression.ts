@@ -36,14 +36,15 @@ export interface ExpressionLimits {
  * - `timeoutMs: 100`: a typical rule expression takes 2–20 µs, so 100 ms is thousands of
  *   times the normal cost, yet a runaway stalls the event loop (evaluation never yields to
  *   I/O) for at most a tenth of a second before it is stopped. It is wall-clock time: a
- *   process starved of CPU for longer than this fails the evaluation it was in (seen once in
- *   ~1.5M evaluations on a 2-core machine at load 5); that costs one counted message.
+ *   process starved of CPU for longer than this fails the evaluation it was in (seen twice
+ *   in a few million trivial evaluations on a 2-core machine at load 5); that costs one
+ *   counted message, and a deployment on a busy host may raise it.
  * - `maxDepth: 200`: ordinary expressions nest fewer than 30 levels; 200 still allows 65
  *   levels of non-tail recursion in a user function. JSONata runs tail calls as a loop, so
  *   tail recursion never grows depth and only the timeout stops an endless one.
- * - `maxSequence: 100_000`: a payload is at most 256 KiB by default (`maxPacketSize`), so no
- *   array derived from one message has more than ~130k elements; 100k stops `[1..1e7]`
- *   before it is allocated while leaving room for any realistic payload array.
+ * - `maxSequence: 100_000`: a payload is at most 256 KiB by default (`maxPacketSize`), whose
+ *   largest possible array (one-digit numbers) has ~130k elements; real payload arrays are
+ *   far smaller. 100k leaves room for them and stops `[1..1e7]` before it is allocated.
  */
 export const DEFAULT_EXPRESSION_LIMITS: ExpressionLimits = Object.freeze({
   timeoutMs: 100,

@@ -88,9 +88,10 @@ function mayRenderSlash(expression: string): boolean {
 /**
  * True when some topic name matches both filters, with MQTT wildcard semantics: `+` is
  * exactly one level (possibly empty), `#` is the rest including the parent level (`a/#`
- * covers `a`), and a filter whose first level is `+` or `#` matches no topic starting
- * with `$` [MQTT-4.7.2-1]. Both filters should be valid per `validateTopicFilter` and not
- * shared (`$share/…`): strip the share prefix first. Symmetric in its arguments.
+ * covers `a`), a filter whose first level is `+` or `#` matches no topic starting with `$`
+ * [MQTT-4.7.2-1], and the empty string is not a topic (`+` and `/#` share none). Both
+ * filters should be valid per `validateTopicFilter` and not shared (`$share/…`): strip the
+ * share prefix first. Symmetric in its arguments. Load time only: it splits both strings.
  */
 export function filtersOverlap(a: string, b: string): boolean {
   const al = a.split('/');

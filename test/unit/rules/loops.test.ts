@@ -124,7 +124,7 @@ describe('filtersOverlap', () => {
         const witnessed = allTopics.some((t) => matchesFilter(a, t) && matchesFilter(b, t));
         expect(filtersOverlap(a, b)).toBe(witnessed);
       }),
-      { numRuns: 300 },
+      { numRuns: 1000 },
     );
   });
 });
