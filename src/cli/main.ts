@@ -1,17 +1,42 @@
 #!/usr/bin/env node
 import { readFileSync } from 'node:fs';
-import { Command, Option } from 'commander';
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { formatIssues, type ConfigIssue } from '../config/issues.js';
+import { loadConfigFile } from '../config/load.js';
 import { createLogger } from '../log.js';
+import { checkCommand } from './check.js';
+import { historyCommand } from './history.js';
 import { runCommand } from './run.js';
+import { testCommand } from './test.js';
+import { traceCommand } from './trace.js';
 
 const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
 
 const DEFAULT_CONFIG = 'signalbox.yaml';
 
+/** Exit code for a command line that could not be parsed (unknown option, missing argument). */
+const USAGE_EXIT_CODE = 2;
+
+interface ConfigOption {
+  config: string;
+}
+
+/** `{ config, configExplicit }`: an explicitly named config file must exist; the default may be absent. */
+function configOf(opts: ConfigOption, cmd: Command): { config: string; configExplicit: boolean } {
+  return { config: opts.config, configExplicit: cmd.getOptionValueSource('config') === 'cli' };
+}
+
+function wholeNumber(value: string): number {
+  if (!/^\d+$/.test(value)) throw new InvalidArgumentError(`must be a whole number, got '${value}'`);
+  return Number(value);
+}
+
 /** Parses the command line and runs one command; nothing else happens here. */
 async function main(argv: string[]): Promise<number> {
   let exitCode = 0;
-  const program = new Command()
+  // Before the subcommands are added, so they inherit it: usage errors return instead of exiting.
+  const program = new Command().exitOverride();
+  program
     .name('signalbox')
     .description('An MQTT broker and declarative YAML rules engine in one process.')
     .version(pkg.version, '-v, --version')
@@ -29,7 +54,67 @@ async function main(argv: string[]): Promise<number> {
       log.flush?.();
     });
 
-  await program.parseAsync(argv);
+  program
+    .command('check')
+    .description('load the config and every rule file and report every problem; exit 1 on problems')
+    .option('-c, --config <file>', 'config file', DEFAULT_CONFIG)
+    .action((opts: ConfigOption, cmd: Command) => {
+      exitCode = checkCommand(configOf(opts, cmd), process.stdout);
+    });
+
+  program
+    .command('test')
+    .description('run the `tests:` cases of the rule files (all, or the files and folders given); exit 1 on a failure')
+    .argument('[files...]', 'rule files or folders (default: the rules folder of the config)')
+    .option('-c, --config <file>', 'config file', DEFAULT_CONFIG)
+    .action(async (files: string[], opts: ConfigOption, cmd: Command) => {
+      exitCode = await testCommand({ ...configOf(opts, cmd), files }, process.stdout);
+    });
+
+  program
+    .command('trace')
+    .description('explain what the rules would do with one message, without doing it')
+    .requiredOption('--topic <topic>', 'topic name of the message')
+    .requiredOption('--payload <text>', 'payload as raw text (\'{"celsius":20}\' is JSON)')
+    .option('--qos <n>', 'QoS 0, 1 or 2', '0')
+    .option('--retain', 'the message is retained')
+    .option('--client-id <id>', 'client id the rules see')
+    .option('--json', 'print the trace as JSON')
+    .option('-c, --config <file>', 'config file', DEFAULT_CONFIG)
+    .action(async (opts: ConfigOption & { topic: string; payload: string; qos: string; retain?: boolean; clientId?: string; json?: boolean }, cmd: Command) => {
+      exitCode = await traceCommand({ ...opts, ...configOf(opts, cmd) }, process.stdout);
+    });
+
+  program
+    .command('history')
+    .description('print stored history matching a topic filter, oldest first')
+    .argument('<filter>', 'MQTT topic filter, e.g. greenhouse/+/temperature or #')
+    .option('--since <time>', 'a duration ago (30m, 1h, 7d) or an ISO-8601 time; inclusive')
+    .option('--until <time>', 'a duration ago or an ISO-8601 time; exclusive')
+    .option('--limit <n>', 'show the latest n messages (1 to 10000, default 100)', wholeNumber)
+    .option('--json', 'one JSON object per line')
+    .option('-c, --config <file>', 'config file (its storage.path is read)', DEFAULT_CONFIG)
+    .action((filter: string, opts: ConfigOption & { since?: string; until?: string; limit?: number; json?: boolean }, cmd: Command) => {
+      const { config, configExplicit } = configOf(opts, cmd);
+      // Only the config file: history must work even while a rule file is being edited.
+      const issues: ConfigIssue[] = [];
+      const loaded = loadConfigFile(config, { explicit: configExplicit }, issues);
+      if (!loaded) {
+        process.stderr.write(`${formatIssues(issues)}\n${issues.length} problem(s)\n`);
+        exitCode = 2;
+        return;
+      }
+      const { since, until, limit, json } = opts;
+      exitCode = historyCommand({ dbPath: loaded.storage.path, filter, since, until, limit, json }, process.stdout);
+    });
+
+  try {
+    await program.parseAsync(argv);
+  } catch (err) {
+    // --help and --version "fail" with exit code 0; every other commander error is a usage error.
+    if (err instanceof CommanderError) return err.exitCode === 0 ? 0 : USAGE_EXIT_CODE;
+    throw err;
+  }
   return exitCode;
 }
 

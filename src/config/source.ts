@@ -123,7 +123,7 @@ export class YamlSource {
    * Validates `data` with a zod schema. Every zod issue becomes a located ConfigIssue; an
    * unknown key is reported where the key is written.
    */
-  validate<S extends z.ZodType>(schema: S, data: unknown, issues: ConfigIssue[], basePath: Path = []): z.output<S> | undefined {
+  validate<S extends z.ZodType>(schema: S, data: unknown, issues: ConfigIssue[], basePath: Path = [], code: ConfigIssueCode = 'SB_CONFIG_SCHEMA'): z.output<S> | undefined {
     const result = schema.safeParse(data);
     if (result.success) return result.data;
     for (const zi of result.error.issues) {
@@ -131,11 +131,11 @@ export class YamlSource {
       if (zi.code === 'unrecognized_keys') {
         for (const key of zi.keys) {
           const { line, col } = this.keyPositionOf(path, key);
-          issues.push({ file: this.file, line, col, code: 'SB_CONFIG_SCHEMA', message: `${describePath(path)}unknown key '${key}'` });
+          issues.push({ file: this.file, line, col, code, message: `${describePath(path)}unknown key '${key}'` });
         }
         continue;
       }
-      issues.push(this.issue(path, 'SB_CONFIG_SCHEMA', `${describePath(path)}${zi.message}`));
+      issues.push(this.issue(path, code, `${describePath(path)}${zi.message}`));
     }
     return undefined;
   }

@@ -24,11 +24,18 @@ export interface ProcessorStats {
 
 export interface ProcessorDeps extends SinkDeps {
   readonly registry: OutputRegistry;
-  readonly deadLetters: DeadLetterStore | undefined;
+  readonly deadLetters: Pick<DeadLetterStore, 'add'> | undefined;
   readonly log: Logger;
 }
 
 const noop = (): void => undefined;
+
+/** `CODE: message` when the error carries a code (SB_EXPR_TIMEOUT, ...), else the message. */
+function describeError(err: unknown): string {
+  if (!(err instanceof Error)) return String(err);
+  const code = (err as { code?: unknown }).code;
+  return typeof code === 'string' ? `${code}: ${err.message}` : err.message;
+}
 
 /**
  * Runs rules on broker messages. Installed as the broker's publish hook: the promise it
@@ -89,7 +96,7 @@ export class RuleProcessor {
         continue;
       }
       if (outcome.status === 'error') {
-        this.ruleFailed(outcome.rule.id, message, `${outcome.stage}: ${outcome.error.message}`);
+        this.ruleFailed(outcome.rule.id, message, `${outcome.stage}: ${describeError(outcome.error)}`);
         continue;
       }
       this.stats.rulesRun++;
@@ -129,7 +136,7 @@ export class RuleProcessor {
   private effectFailed(effect: Effect, message: Message, err: unknown): Promise<void> | undefined {
     if (err instanceof StorageError && err.retryable) return Promise.reject(err);
     this.stats.effectErrors++;
-    this.ruleFailed(effect.ruleId, message, err instanceof Error ? err.message : String(err), effect.type);
+    this.ruleFailed(effect.ruleId, message, describeError(err), effect.type);
     return undefined;
   }
 

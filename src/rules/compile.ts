@@ -72,7 +72,7 @@ export function compileRuleFiles(sources: readonly YamlSource[], registry: Outpu
     });
     file.tests.forEach((raw, index) => {
       const path = ['tests', index];
-      const spec = source.validate(ruleTestSchema, raw, issues, path);
+      const spec = source.validate(ruleTestSchema, raw, issues, path, 'SB_RULE_TEST');
       if (spec) tests.push({ file: source.file, line: source.positionOf(path).line, spec });
     });
   }
