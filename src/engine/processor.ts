@@ -42,8 +42,8 @@ function describeError(err: unknown): string {
  * returns resolves when everything the message caused is done (history committed,
  * republished messages stored), so the broker sends PUBACK only then.
  *
- * Order: rules evaluate concurrently, but effects are dispatched in the order messages
- * arrived, so each output sees a topic's messages in order.
+ * Order: messages are evaluated and their effects dispatched in the order they arrived, so
+ * each output sees a topic's messages in order.
  */
 export class RuleProcessor {
   readonly stats: ProcessorStats = { messagesMatched: 0, rulesRun: 0, rulesSkipped: 0, ruleErrors: 0, effectErrors: 0, hopLimitDrops: 0 };
@@ -80,9 +80,16 @@ export class RuleProcessor {
       return undefined;
     }
     this.stats.messagesMatched++;
-    const input = toRuleInput(message);
-    const evaluated = Promise.all(rules.map((rule) => runRule(rule, input)));
-    const dispatched = this.tail.then(() => evaluated).then((outcomes) => this.dispatch(message, outcomes));
+    // Messages are evaluated one after another, chained on `tail`: evaluation is CPU-bound, so
+    // running them concurrently gains nothing, and an expression's time limit (wall clock)
+    // would then also count the time spent on every other message in flight: one process
+    // stall would time out all of them instead of one.
+    const dispatched = this.tail
+      .then(() => {
+        const input = toRuleInput(message);
+        return Promise.all(rules.map((rule) => runRule(rule, input)));
+      })
+      .then((outcomes) => this.dispatch(message, outcomes));
     this.tail = dispatched.then(noop, noop);
     return dispatched.then((pending) => (pending.length === 0 ? undefined : Promise.all(pending).then(noop)));
   };

@@ -171,24 +171,53 @@ function expressionIssue(source: YamlSource, path: Path, label: string, what: st
 
 /**
  * Maps an offset inside a string value to its line and column in the file: exact for plain
- * and quoted one-line scalars and for `|` block scalars, the scalar's start otherwise.
+ * and quoted one-line scalars (escapes accounted for) and for `|` block scalars, the
+ * scalar's start otherwise.
  */
 export function positionInScalar(source: YamlSource, path: Path, offset: number): { line: number; col: number } | undefined {
   const node = source.doc.getIn(path, true);
   if (!isScalar(node) || !node.range || typeof node.value !== 'string') return undefined;
   const start = source.position(node.range[0]);
   const value = node.value;
-  if (node.type === 'PLAIN' || node.type === 'QUOTE_DOUBLE' || node.type === 'QUOTE_SINGLE') {
+  if (node.type === 'PLAIN') {
+    return value.includes('\n') ? start : { line: start.line, col: start.col + offset };
+  }
+  if (node.type === 'QUOTE_DOUBLE' || node.type === 'QUOTE_SINGLE') {
     if (value.includes('\n')) return start;
-    return { line: start.line, col: start.col + offset + (node.type === 'PLAIN' ? 0 : 1) };
+    const raw = source.text.slice(node.range[0] + 1, node.range[1]);
+    return { line: start.line, col: start.col + 1 + rawOffset(raw, offset, node.type === 'QUOTE_DOUBLE') };
   }
   if (node.type === 'BLOCK_LITERAL') {
     const before = value.slice(0, offset);
     const lineIdx = before.split('\n').length - 1;
     const colInLine = offset - (before.lastIndexOf('\n') + 1);
-    const firstContentLine = source.text.split('\n')[start.line]; // the line after the `|` header
-    const indent = firstContentLine ? firstContentLine.length - firstContentLine.trimStart().length : 0;
+    // Indentation comes from the first non-blank content line (leading blank lines are kept in the value).
+    const lines = source.text.split('\n');
+    let indent = 0;
+    for (let i = start.line; i < lines.length; i++) {
+      if (lines[i]!.trim() !== '') {
+        indent = lines[i]!.length - lines[i]!.trimStart().length;
+        break;
+      }
+    }
     return { line: start.line + 1 + lineIdx, col: indent + colInLine + 1 };
   }
   return start;
+}
+
+/** The offset in a quoted scalar's source text of the character at `offset` of its value. */
+function rawOffset(raw: string, offset: number, double: boolean): number {
+  let i = 0;
+  for (let n = 0; n < offset && i < raw.length; n++) {
+    if (double && raw[i] === '\\') {
+      const c = raw[i + 1];
+      i += c === 'x' ? 4 : c === 'u' ? 6 : c === 'U' ? 10 : 2;
+      if (c === 'U') n++; // an astral character is two UTF-16 units in the value
+    } else if (!double && raw[i] === "'" && raw[i + 1] === "'") {
+      i += 2;
+    } else {
+      i += 1;
+    }
+  }
+  return i;
 }

@@ -1,8 +1,8 @@
-import { execFileSync, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import { startEngine, writeProject } from '../helpers/engine.js';
 import { connect } from '../helpers/mqtt.js';
 
@@ -78,10 +78,7 @@ tests:
       - republish: { topic: alerts/hot, count: 0 }
 `;
 
-beforeAll(() => {
-  // Once per run: the tests drive dist/, exactly what `npm start` and the bin run.
-  execFileSync(process.execPath, [path.join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.build.json'], { cwd: ROOT, stdio: 'pipe' });
-}, 120_000);
+// dist/ is built once for the whole run by test/global-setup.ts.
 
 describe('signalbox check', () => {
   it('summarises a good project', async () => {
