@@ -2,12 +2,13 @@ import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import { systemClock, type Clock } from '../clock.js';
 import type { BrokerConfig, ListenerConfig } from '../config/broker.js';
-import { validateTopicName } from '../topics/validate.js';
+import { parseSharedFilter, validateTopicName } from '../topics/validate.js';
 import { Connection } from './connection.js';
 import type { BrokerContext, BrokerStats } from './context.js';
 import { createMqttListener } from './listeners/mqtt.js';
 import type { BoundAddress, Listener, ListenerFactory } from './listeners/listener.js';
 import { RC } from './reason-codes.js';
+import type { BrokerPersistence, StoredSession } from './persistence.js';
 import { RetainedStore } from './retained.js';
 import { Session, type Delivery } from './session.js';
 import { SubscriptionIndex } from './subscriptions.js';
@@ -20,9 +21,13 @@ export interface BrokerDeps {
   onPublish?: PublishHook;
   /** Listener types by `type`; defaults to the built-in ones. */
   listenerTypes?: Record<string, ListenerFactory>;
+  /** Durable retained messages and persistent sessions; without it they live in memory only. */
+  persistence?: BrokerPersistence;
 }
 
 export type ListenAddress = BoundAddress;
+
+const noop = (): void => undefined;
 
 /** A message the engine publishes into the broker as if it were a client. */
 export interface PublishInput {
@@ -112,6 +117,29 @@ export function createBroker(config: BrokerConfig, deps: BrokerDeps): Broker {
     if (gate) gate.catch((err: unknown) => log.warn({ err, clientId: publisher.clientId }, 'will not stored: the publish hook failed'));
   }
 
+  const persistence = deps.persistence;
+
+  /** Publishes a will now, or schedules it for `publishAt` (and stores it when the session is stored). */
+  function scheduleWill(session: Session, message: Message, publisher: PublisherInfo, publishAt: number): void {
+    const timer = clock.setTimeout(() => {
+      if (session.pendingWill?.timer !== timer) return;
+      session.pendingWill = undefined;
+      if (session.stored) persistence!.deleteWill(session.clientId);
+      publishWill(message, publisher);
+    }, Math.max(0, publishAt - clock.now()));
+    session.pendingWill = { message, publisher, timer, publishAt };
+    if (session.stored) persistence!.saveWill(session.clientId, { message, publisher, publishAt });
+  }
+
+  /** Starts the expiry of an offline session: it ends `expiryS` after `since`. */
+  function scheduleExpiry(session: Session, since: number): void {
+    const remaining = since + session.expiryS * 1000 - clock.now();
+    session.expiryTimer = clock.setTimeout(() => {
+      session.expiryTimer = undefined;
+      if (!session.sender) ctx.endSession(session);
+    }, Math.min(Math.max(remaining, 0), 0x7fff_ffff));
+  }
+
   const ctx: BrokerContext & { closing: boolean } = {
     config,
     log,
@@ -120,19 +148,26 @@ export function createBroker(config: BrokerConfig, deps: BrokerDeps): Broker {
     connections: new Set(),
     subscriptions: new SubscriptionIndex(),
     retained: new RetainedStore(),
+    persistence,
     stats,
     closing: false,
 
     accept(message, publisher) {
-      if (message.retain) ctx.retained.set(message);
+      if (message.retain) {
+        ctx.retained.set(message);
+        persistence?.setRetained(message);
+      }
       stats.messagesRouted += ctx.subscriptions.route(message);
-      if (!hook) return undefined;
-      const result = hook(message, publisher);
-      return result ? track(result) : undefined;
+      // Everything routing wrote (retained, deliveries to persistent sessions) commits in
+      // the current batch; the hook's own writes (history, outbox) join the same batch.
+      const stored = persistence?.pending();
+      const result = hook?.(message, publisher);
+      if (result) return track(stored ? Promise.all([stored, result]).then(noop) : result);
+      return stored;
     },
 
     createSession(clientId) {
-      const session = new Session(clientId, config.limits.maxQueued, sessionEvents, () => clock.now());
+      const session = new Session(clientId, config.limits.maxQueued, sessionEvents, () => clock.now(), persistence);
       ctx.sessions.set(clientId, session);
       return session;
     },
@@ -149,6 +184,10 @@ export function createBroker(config: BrokerConfig, deps: BrokerDeps): Broker {
       for (const sub of session.subscriptions.values()) ctx.subscriptions.remove(sub);
       session.subscriptions.clear();
       session.clear();
+      if (session.stored) {
+        persistence!.deleteSession(session.clientId);
+        session.stored = false;
+      }
       if (ctx.sessions.get(session.clientId) === session) ctx.sessions.delete(session.clientId);
     },
 
@@ -158,31 +197,66 @@ export function createBroker(config: BrokerConfig, deps: BrokerDeps): Broker {
       if (session.sender === conn) session.detach();
       if (ctx.closing) return;
       const publisher: PublisherInfo = { clientId: conn.clientId, username: conn.username, protocolVersion: conn.protocolVersion };
+      const now = clock.now();
+      if (!conn.takenOver && session.stored) {
+        // The expiry interval may have changed at DISCONNECT; 0 ends the session below.
+        if (session.expiryS > 0) persistence!.saveSession(session.clientId, session.expiryS, now);
+      }
       if (conn.will && !conn.discardWill) {
-        const willDelay = conn.willDelayS;
-        if (willDelay > 0 && session.expiryS > 0) {
-          const message = conn.will;
-          const timer = clock.setTimeout(() => {
-            if (session.pendingWill?.timer !== timer) return;
-            session.pendingWill = undefined;
-            publishWill(message, publisher);
-          }, willDelay * 1000);
-          session.pendingWill = { message, publisher, timer };
-        } else {
-          publishWill(conn.will, publisher);
-        }
+        if (conn.willDelayS > 0 && session.expiryS > 0) scheduleWill(session, conn.will, publisher, now + conn.willDelayS * 1000);
+        else publishWill(conn.will, publisher);
       }
       if (conn.takenOver) return; // the new connection owns the session now
       if (session.expiryS === 0) {
         ctx.endSession(session);
         return;
       }
-      session.expiryTimer = clock.setTimeout(() => {
-        session.expiryTimer = undefined;
-        if (!session.sender) ctx.endSession(session);
-      }, Math.min(session.expiryS * 1000, 0x7fff_ffff));
+      scheduleExpiry(session, now);
     },
   };
+
+  /** Restores retained messages and persistent sessions the previous run stored. */
+  function restore(): void {
+    if (!persistence) return;
+    const { retained, sessions } = persistence.load();
+    const now = clock.now();
+    for (const message of retained) ctx.retained.set(message);
+    let expired = 0;
+    for (const stored of sessions) {
+      if (restoreSession(stored, now)) continue;
+      expired++;
+    }
+    if (retained.length > 0 || sessions.length > 0) {
+      log.info({ retained: retained.length, sessions: sessions.length - expired, expiredSessions: expired }, 'restored broker state');
+    }
+  }
+
+  /** Brings one stored session back; returns false when it had expired (it is then ended). */
+  function restoreSession(stored: StoredSession, now: number): boolean {
+    const session = ctx.createSession(stored.clientId);
+    session.expiryS = stored.expiryS;
+    session.stored = true;
+    // A session that was connected when signalbox stopped starts its expiry now.
+    const since = stored.disconnectedAt ?? now;
+    for (const s of stored.subscriptions) {
+      const shared = parseSharedFilter(s.filter);
+      const group = shared && !('error' in shared) ? shared : undefined;
+      const sub = { session, filter: s.filter, topicFilter: group ? group.filter : s.filter, group: group?.group, qos: s.qos, noLocal: s.noLocal, retainAsPublished: s.retainAsPublished, retainHandling: s.retainHandling, subscriptionId: s.subscriptionId };
+      session.subscriptions.set(s.filter, sub);
+      ctx.subscriptions.add(sub);
+    }
+    session.restore(stored.deliveries, stored.inboundQos2);
+    if (stored.will) scheduleWill(session, stored.will.message, stored.will.publisher, stored.will.publishAt);
+    if (since + stored.expiryS * 1000 <= now) {
+      ctx.endSession(session); // publishes a will still waiting [MQTT-3.1.2-8]
+      return false;
+    }
+    if (stored.disconnectedAt === undefined) persistence!.saveSession(stored.clientId, stored.expiryS, now);
+    scheduleExpiry(session, since);
+    return true;
+  }
+
+  restore();
 
   function onStream(stream: Duplex, remote: string): void {
     if (ctx.closing) {

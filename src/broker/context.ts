@@ -2,6 +2,7 @@ import type { Logger } from 'pino';
 import type { Clock } from '../clock.js';
 import type { BrokerConfig } from '../config/broker.js';
 import type { Connection } from './connection.js';
+import type { BrokerPersistence } from './persistence.js';
 import type { RetainedStore } from './retained.js';
 import type { Session } from './session.js';
 import type { SubscriptionIndex } from './subscriptions.js';
@@ -32,6 +33,8 @@ export interface BrokerContext {
   readonly connections: Set<Connection>;
   readonly subscriptions: SubscriptionIndex;
   readonly retained: RetainedStore;
+  /** Durable storage of retained messages and persistent sessions; undefined = memory only. */
+  readonly persistence: BrokerPersistence | undefined;
   readonly stats: BrokerStats;
   /** True once close() began: new connections are refused. */
   readonly closing: boolean;

@@ -1,4 +1,5 @@
 import type { TimerHandle } from '../clock.js';
+import type { BrokerPersistence, StoredDelivery } from './persistence.js';
 import type { Message, PublisherInfo, QoS } from './types.js';
 
 /** One subscription of one session. Shared subscriptions carry their group. */
@@ -24,8 +25,13 @@ export interface Delivery {
   readonly subscriptionIds: readonly number[] | undefined;
 }
 
+/** A QoS 1/2 delivery this session owes its client; `seq` is its key in storage (0 when not stored). */
+interface Owed extends Delivery {
+  readonly seq: number;
+}
+
 /** An outbound QoS 1/2 message sent and not yet fully acknowledged. */
-export interface Inflight extends Delivery {
+export interface Inflight extends Owed {
   readonly packetId: number;
   /** 'publish': waiting for PUBACK/PUBREC; 'pubrel': PUBREL sent, waiting for PUBCOMP. */
   state: 'publish' | 'pubrel';
@@ -53,40 +59,49 @@ export interface SessionEvents {
 /**
  * The state MQTT keeps per client id: subscriptions, queued and in-flight outbound messages,
  * inbound QoS 2 packet ids awaiting PUBREL, and expiry. It outlives its connection when the
- * client asked for a persistent session. All of it is plain data, so a durable store can
- * save and load it without changing how it is used.
+ * client asked for a persistent session; then every change to what it owes the client is
+ * written through the broker's persistence, so it also outlives the process.
  */
 export class Session {
   readonly subscriptions = new Map<string, Subscription>();
   /** QoS 1/2 deliveries waiting for a connection or for a free in-flight slot (FIFO). */
-  private queue: Delivery[] = [];
+  private queue: Owed[] = [];
   private queueHead = 0;
   readonly inflight = new Map<number, Inflight>();
   /** Inbound QoS 2 packet ids: PUBREC sent, PUBREL not yet received [MQTT-4.3.3]. */
   readonly inboundQos2 = new Set<number>();
-  /** Session Expiry Interval in seconds; 0 = ends with the connection. */
+  /** Session Expiry Interval in seconds; 0 = ends with the connection (and is never stored). */
   expiryS = 0;
+  /** True once the session has a row in storage (so ending it must delete that row). */
+  stored = false;
   sender: Sender | undefined;
   /** A will waiting for its Will Delay Interval [MQTT-3.1.3-9]; published when that passes or the session ends. */
-  pendingWill: { message: Message; publisher: PublisherInfo; timer: TimerHandle } | undefined;
+  pendingWill: { message: Message; publisher: PublisherInfo; timer: TimerHandle; publishAt: number } | undefined;
   /** Fires when an offline session's expiry interval has passed. */
   expiryTimer: TimerHandle | undefined;
-  /** Scratch fields used by the router while it dedupes one message's matches (see Router). */
+  /** Scratch fields used by the router while it dedupes one message's matches (see SubscriptionIndex). */
   routeGen = 0;
   routeQos: QoS = 0;
   routeRetainAsPublished = false;
   routeSubIds: number[] | undefined;
   private lastPacketId = 0;
+  private lastSeq = 0;
 
   constructor(
     readonly clientId: string,
     private readonly maxQueued: number,
     private readonly events: SessionEvents,
     private readonly now: () => number,
+    private readonly store: BrokerPersistence | undefined,
   ) {}
 
   get queued(): number {
     return this.queue.length - this.queueHead;
+  }
+
+  /** True when this session's state is written to storage. */
+  get persistent(): boolean {
+    return this.expiryS > 0 && this.store !== undefined;
   }
 
   /**
@@ -102,31 +117,39 @@ export class Session {
       }
       return;
     }
+    const owed: Owed = this.persistent
+      ? { message: delivery.message, qos: delivery.qos, retain: delivery.retain, subscriptionIds: delivery.subscriptionIds, seq: ++this.lastSeq }
+      : (delivery as Owed);
     if (sender && this.queued === 0 && this.inflight.size < sender.receiveMaximum) {
-      this.sendNew(sender, delivery);
+      this.sendNew(sender, owed);
       return;
     }
-    this.enqueue(delivery);
+    this.enqueue(owed);
   }
 
-  private enqueue(delivery: Delivery): void {
+  private enqueue(owed: Owed): void {
     if (this.queued >= this.maxQueued) {
-      const oldest = this.queue[this.queueHead]!;
-      this.shift();
+      const oldest = this.shift()!;
+      this.forget(oldest);
       this.events.dropped(this, 'queue-full', oldest);
     }
-    this.queue.push(delivery);
+    this.queue.push(owed);
+    if (owed.seq) this.store!.saveDelivery(this.clientId, { ...owed, state: 'queued', packetId: 0 });
   }
 
-  private shift(): Delivery | undefined {
+  private shift(): Owed | undefined {
     if (this.queueHead >= this.queue.length) return undefined;
     const d = this.queue[this.queueHead]!;
-    this.queue[this.queueHead++] = undefined as unknown as Delivery;
+    this.queue[this.queueHead++] = undefined as unknown as Owed;
     if (this.queueHead > 1024 && this.queueHead * 2 > this.queue.length) {
       this.queue = this.queue.slice(this.queueHead);
       this.queueHead = 0;
     }
     return d;
+  }
+
+  private forget(owed: Owed): void {
+    if (owed.seq && this.store) this.store.deleteDelivery(this.clientId, owed.seq);
   }
 
   private isExpired(delivery: Delivery): boolean {
@@ -138,16 +161,21 @@ export class Session {
     return false;
   }
 
-  private sendNew(sender: Sender, delivery: Delivery): void {
-    if (this.isExpired(delivery)) return;
+  private sendNew(sender: Sender, owed: Owed): void {
+    if (this.isExpired(owed)) {
+      this.forget(owed);
+      return;
+    }
     const packetId = this.allocatePacketId();
-    const entry: Inflight = { ...delivery, packetId, state: 'publish' };
-    this.inflight.set(packetId, entry);
+    const entry: Inflight = { message: owed.message, qos: owed.qos, retain: owed.retain, subscriptionIds: owed.subscriptionIds, seq: owed.seq, packetId, state: 'publish' };
     if (!sender.sendPublish(entry, packetId, false)) {
       // [MQTT-3.1.2-25] too large for this client: discarded as if delivered.
-      this.inflight.delete(packetId);
-      this.events.dropped(this, 'too-large', delivery);
+      this.forget(owed);
+      this.events.dropped(this, 'too-large', owed);
+      return;
     }
+    this.inflight.set(packetId, entry);
+    if (entry.seq) this.store!.saveDelivery(this.clientId, entry);
   }
 
   /** Moves queued messages into flight while the client has room. */
@@ -169,7 +197,10 @@ export class Session {
     this.sender = sender;
     for (const entry of this.inflight.values()) {
       if (entry.state === 'pubrel') sender.sendPubrel(entry.packetId);
-      else if (!sender.sendPublish(entry, entry.packetId, true)) this.inflight.delete(entry.packetId);
+      else if (!sender.sendPublish(entry, entry.packetId, true)) {
+        this.inflight.delete(entry.packetId);
+        this.forget(entry);
+      }
     }
     this.pump();
   }
@@ -180,7 +211,10 @@ export class Session {
 
   /** PUBACK, or PUBCOMP: the message is delivered. Returns false for an unknown packet id. */
   complete(packetId: number): boolean {
-    if (!this.inflight.delete(packetId)) return false;
+    const entry = this.inflight.get(packetId);
+    if (!entry) return false;
+    this.inflight.delete(packetId);
+    this.forget(entry);
     this.pump();
     return true;
   }
@@ -190,6 +224,20 @@ export class Session {
     const entry = this.inflight.get(packetId);
     if (!entry) return false;
     entry.state = 'pubrel';
+    if (entry.seq) this.store!.saveDelivery(this.clientId, entry);
+    return true;
+  }
+
+  /** Records an inbound QoS 2 packet id awaiting PUBREL. */
+  addInboundQos2(packetId: number): void {
+    this.inboundQos2.add(packetId);
+    if (this.persistent) this.store!.addInboundQos2(this.clientId, packetId);
+  }
+
+  /** PUBREL: releases an inbound QoS 2 packet id. Returns false when it was unknown. */
+  releaseInboundQos2(packetId: number): boolean {
+    if (!this.inboundQos2.delete(packetId)) return false;
+    if (this.persistent) this.store!.deleteInboundQos2(this.clientId, packetId);
     return true;
   }
 
@@ -200,6 +248,18 @@ export class Session {
       if (!this.inflight.has(this.lastPacketId)) return this.lastPacketId;
     }
     throw new Error(`session ${this.clientId}: no free packet id`);
+  }
+
+  /** Restores what a stored session owed its client (at startup, before any connection). */
+  restore(deliveries: readonly StoredDelivery[], inboundQos2: readonly number[]): void {
+    for (const d of deliveries) {
+      const owed: Owed = { message: d.message, qos: d.qos, retain: d.retain, subscriptionIds: d.subscriptionIds, seq: d.seq };
+      if (d.state === 'queued') this.queue.push(owed);
+      else this.inflight.set(d.packetId, { ...owed, packetId: d.packetId, state: d.state });
+      if (d.seq > this.lastSeq) this.lastSeq = d.seq;
+      if (d.packetId > this.lastPacketId) this.lastPacketId = d.packetId;
+    }
+    for (const id of inboundQos2) this.inboundQos2.add(id);
   }
 
   /** Forgets everything queued and in flight (the session is ending). */

@@ -3,6 +3,7 @@ import type { Clock, TimerHandle } from '../clock.js';
 import type { Logger } from '../log.js';
 import { matchesFilter } from '../topics/match.js';
 import { validateTopicFilter } from '../topics/validate.js';
+import { WriteBatcher, type WriteOp } from './batcher.js';
 import { toStorageError } from './errors.js';
 
 /** One message stored by a rule's `history` output. */
@@ -41,6 +42,12 @@ export interface HistoryStoreOptions {
   maxBatchRows?: number;
   /** Commit at most this many ms after the first row of a batch was queued. Default {@link DEFAULT_MAX_BATCH_DELAY_MS}. */
   maxBatchDelayMs?: number;
+  /**
+   * The group-commit batcher shared with the rest of storage, so a message's history row
+   * commits in the same transaction as everything else it caused. Default: a batcher of its
+   * own built from maxBatchRows and maxBatchDelayMs.
+   */
+  batcher?: WriteBatcher;
 }
 
 /** Default {@link HistoryStoreOptions.maxBatchRows}. */
@@ -56,14 +63,6 @@ export const RETENTION_CHUNK_ROWS = 5_000;
 
 /** Rows fetched per round when a wildcard filter is checked in JS (see {@link HistoryStore.query}). */
 const MIN_PAGE_ROWS = 256;
-
-/** Rows waiting for one commit; all their appends share one promise. */
-interface Batch {
-  rows: HistoryRow[];
-  promise: Promise<void>;
-  resolve: () => void;
-  reject: (err: Error) => void;
-}
 
 interface DbRow {
   id: number;
@@ -107,8 +106,6 @@ function topicRange(filter: string): { mode: TopicMode; low: string; high: strin
   return { mode: 'range', low, high: `${parent}0` };
 }
 
-function ignore(): void {}
-
 /**
  * Names what is wrong with a row, or undefined. Checked per append (a few typeofs) because
  * one row SQLite cannot bind would otherwise fail the commit of every row in its batch.
@@ -144,18 +141,10 @@ export class HistoryStore {
   private readonly db: BetterSqlite3.Database;
   private readonly clock: Clock;
   private readonly log: Logger;
-  private readonly maxBatchRows: number;
-  private readonly maxBatchDelayMs: number;
-  private readonly insertBatch: (rows: HistoryRow[]) => void;
+  private readonly batcher: WriteBatcher;
+  private readonly insertRow: WriteOp<HistoryRow>;
   private readonly deleteChunk: BetterSqlite3.Statement<[number, number]>;
   private readonly selects = new Map<string, BetterSqlite3.Statement>();
-  /** Bound once so arming the batch timer allocates no closure per batch. */
-  private readonly onBatchTimer = (): void => {
-    this.batchTimer = undefined;
-    this.commit();
-  };
-  private batch: Batch | undefined;
-  private batchTimer: TimerHandle | undefined;
   private retentionTimer: TimerHandle | undefined;
   private closed = false;
 
@@ -164,18 +153,21 @@ export class HistoryStore {
     this.db = db;
     this.clock = options.clock;
     this.log = options.log;
-    this.maxBatchRows = Math.max(1, options.maxBatchRows ?? DEFAULT_MAX_BATCH_ROWS);
-    this.maxBatchDelayMs = Math.max(0, options.maxBatchDelayMs ?? DEFAULT_MAX_BATCH_DELAY_MS);
+    this.batcher =
+      options.batcher ??
+      new WriteBatcher(db, {
+        clock: options.clock,
+        log: options.log,
+        maxBatchOps: options.maxBatchRows ?? DEFAULT_MAX_BATCH_ROWS,
+        maxBatchDelayMs: options.maxBatchDelayMs ?? DEFAULT_MAX_BATCH_DELAY_MS,
+      });
     const insert = db.prepare<[number, string, Buffer, number, number, string, string]>(
       'INSERT INTO history (time, topic, payload, qos, retain, rule_id, client_id) VALUES (?, ?, ?, ?, ?, ?, ?)',
     );
-    // Hot path: one prepared statement, positional parameters, a plain loop, one transaction.
-    this.insertBatch = db.transaction((rows: HistoryRow[]) => {
-      for (let i = 0; i < rows.length; i++) {
-        const r = rows[i]!;
-        insert.run(r.time, r.topic, r.payload, r.qos, r.retain ? 1 : 0, r.ruleId, r.clientId);
-      }
-    });
+    // Hot path: one prepared statement with positional parameters, run inside the batch's transaction.
+    this.insertRow = (r: HistoryRow) => {
+      insert.run(r.time, r.topic, r.payload, r.qos, r.retain ? 1 : 0, r.ruleId, r.clientId);
+    };
     for (const mode of ['all', 'exact', 'range'] as const) {
       for (const order of ['asc', 'desc'] as const) this.selects.set(`${mode} ${order}`, db.prepare(selectSql(mode, order)));
     }
@@ -194,24 +186,12 @@ export class HistoryStore {
     if (this.closed) return Promise.reject(new Error('HistoryStore is closed'));
     const problem = rowProblem(row);
     if (problem !== undefined) return Promise.reject(new TypeError(`history row for topic '${String(row.topic)}' not stored: ${problem}`));
-    let batch = this.batch;
-    if (batch === undefined) {
-      batch = this.newBatch();
-      this.batch = batch;
-      this.batchTimer = this.clock.setTimeout(this.onBatchTimer, this.maxBatchDelayMs);
-    }
-    batch.rows.push(row);
-    const promise = batch.promise;
-    if (batch.rows.length >= this.maxBatchRows) this.commit();
-    return promise;
+    return this.batcher.write(this.insertRow, row);
   }
 
   /** Commits what is queued now. Resolves when it committed; rejects like {@link append}. */
   flush(): Promise<void> {
-    const batch = this.batch;
-    if (batch === undefined) return Promise.resolve();
-    this.commit();
-    return batch.promise;
+    return this.batcher.flush();
   }
 
   /**
@@ -338,36 +318,5 @@ export class HistoryStore {
     return this.deleteChunk.run(cutoff, RETENTION_CHUNK_ROWS).changes;
   }
 
-  private newBatch(): Batch {
-    const batch = { rows: [] } as unknown as Batch;
-    batch.promise = new Promise<void>((resolve, reject) => {
-      batch.resolve = resolve;
-      batch.reject = reject;
-    });
-    // The failure is logged in commit(); this keeps an append whose caller did not wait for
-    // it from becoming an unhandled rejection that ends the process.
-    batch.promise.catch(ignore);
-    return batch;
-  }
 
-  /** Writes the queued batch in one transaction and settles its promise. */
-  private commit(): void {
-    const batch = this.batch;
-    if (batch === undefined) return;
-    this.batch = undefined;
-    if (this.batchTimer !== undefined) {
-      this.clock.clearTimeout(this.batchTimer);
-      this.batchTimer = undefined;
-    }
-    try {
-      // better-sqlite3 rolls the transaction back when this throws: nothing is half-written.
-      this.insertBatch(batch.rows);
-    } catch (err) {
-      const e = toStorageError(err, this.db.name);
-      this.log.error({ err: e, rows: batch.rows.length }, 'history batch not stored');
-      batch.reject(e);
-      return;
-    }
-    batch.resolve();
-  }
 }

@@ -92,13 +92,22 @@ export function handleConnect(ctx: BrokerContext, conn: Connection, packet: ICon
       // [MQTT-3.1.3-9] reconnecting before the Will Delay Interval passed cancels the will.
       ctx.clock.clearTimeout(session.pendingWill.timer);
       session.pendingWill = undefined;
+      if (session.persistent) ctx.persistence!.deleteWill(clientId);
     }
     if (session.expiryTimer) ctx.clock.clearTimeout(session.expiryTimer);
     session.expiryTimer = undefined;
   } else {
     session = ctx.createSession(clientId);
   }
+  if (session.stored && expiryS === 0) {
+    ctx.persistence!.deleteSession(clientId);
+    session.stored = false;
+  }
   session.expiryS = expiryS;
+  if (session.persistent) {
+    ctx.persistence!.saveSession(clientId, expiryS, undefined);
+    session.stored = true;
+  }
 
   conn.clientId = clientId;
   conn.username = packet.username;

@@ -15,6 +15,7 @@ export function handleDisconnect(ctx: BrokerContext, conn: Connection, packet: I
       // [MQTT-3.14.2-2] 0 at CONNECT cannot become non-zero at DISCONNECT.
       return conn.protocolError(RC.protocolError, 'session expiry interval was 0 at CONNECT');
     }
+    // The new interval is stored when the connection ends (see connectionEnded).
     session.expiryS = Math.min(expiry, ctx.config.limits.maxSessionExpiryS);
   }
   conn.discardWill = !(conn.v5 && packet.reasonCode === RC.disconnectWithWill);

@@ -60,7 +60,7 @@ export function handlePublish(ctx: BrokerContext, conn: Connection, packet: IPub
   };
   ctx.stats.messagesReceived++;
 
-  if (packet.qos === 2) conn.session!.inboundQos2.add(id);
+  if (packet.qos === 2) conn.session!.addInboundQos2(id);
   let gate: void | Promise<void>;
   try {
     gate = ctx.accept(message, { clientId: conn.clientId, username: conn.username, protocolVersion: conn.protocolVersion });
@@ -85,7 +85,7 @@ export function handlePublish(ctx: BrokerContext, conn: Connection, packet: IPub
       conn.pendingQos2.delete(id);
       ctx.stats.publishHookErrors++;
       ctx.log.warn({ err, clientId: conn.clientId, topic }, 'publish not acknowledged: the publish hook failed');
-      if (packet.qos === 2) conn.session?.inboundQos2.delete(id);
+      if (packet.qos === 2) conn.session?.releaseInboundQos2(id);
       // MQTT 5 learns of the failure from the reason code; 3.1.1 has none, so the connection
       // closes and the client resends on reconnect.
       if (conn.v5) refuse(conn, packet, RC.unspecifiedError, 'the message could not be stored');

@@ -10,6 +10,6 @@ import { RC } from '../reason-codes.js';
  */
 export function handlePubrel(_ctx: BrokerContext, conn: Connection, packet: IPubrelPacket): void {
   const id = packet.messageId!;
-  const known = conn.session!.inboundQos2.delete(id);
+  const known = conn.session!.releaseInboundQos2(id);
   conn.write({ cmd: 'pubcomp', messageId: id, reasonCode: conn.v5 && !known ? RC.packetIdentifierNotFound : 0 });
 }

@@ -81,6 +81,7 @@ function subscribeOne(
   if (existing) ctx.subscriptions.remove(existing);
   session.subscriptions.set(request.topic, sub);
   ctx.subscriptions.add(sub);
+  if (session.persistent) ctx.persistence!.saveSubscription(session.clientId, sub);
 
   // [MQTT-3.3.1-9] Retain Handling: 0 always, 1 only for a new subscription, 2 never;
   // never for shared subscriptions [MQTT-4.8.2-4 note].
