@@ -3,7 +3,7 @@
 // every message. Far below saturation, so this is the broker's own per-message delay.
 import { performance } from 'node:perf_hooks';
 import { awaitDelivery, connectBenchClients } from './clients.js';
-import { percentiles, withTimeout } from './stats.js';
+import { machineBusyMs, percentiles, withTimeout } from './stats.js';
 
 const TICK_MS = 1;
 
@@ -32,7 +32,13 @@ export async function runSteadyRate(broker, options) {
       state.stage = 'measured run';
       for (const p of publishers) p.resetSequence();
       const brokerBefore = await broker.stats();
+      const loadBefore = process.cpuUsage();
+      const machineBefore = machineBusyMs();
+      const t0 = performance.now();
       const pacing = await sendAtRate(subscriber, publishers, total, rate, () => stopped);
+      const wallMs = performance.now() - t0;
+      const loadCpu = process.cpuUsage(loadBefore);
+      const machineMs = machineBusyMs() - machineBefore;
       const brokerAfter = await broker.stats();
       const { values, count } = subscriber.samples();
       const brokerCpuUs = brokerAfter.cpuUserUs + brokerAfter.cpuSystemUs - brokerBefore.cpuUserUs - brokerBefore.cpuSystemUs;
@@ -48,6 +54,7 @@ export async function runSteadyRate(broker, options) {
         sendLagMs: pacing.lag,
         windowStalls: pacing.windowStalls,
         brokerCpuUsPerMsg: brokerCpuUs / Math.max(1, subscriber.received),
+        otherCpuShare: Math.max(0, machineMs - brokerCpuUs / 1000 - (loadCpu.user + loadCpu.system) / 1000) / wallMs,
       };
     } finally {
       await close();

@@ -4,6 +4,8 @@ import { formatBytes, formatInt, formatMs } from './stats.js';
 const IDLE_TARGET_BYTES = 20_000;
 const P99_TARGET_MS = 2;
 const THROUGHPUT_TARGET_RATIO = 1.5;
+/** Above this share of a core used by other processes during a measurement, say so. */
+const OTHER_CPU_WARN = 0.2;
 
 /**
  * One row per figure: how to read it from a broker's results, how to print it, and the
@@ -27,7 +29,7 @@ const ROWS = [
   { name: 'idle: RSS per connection', get: (b) => b.idle?.bytesPerConnection, fmt: formatBytes, below: IDLE_TARGET_BYTES, targetText: '< 20 kB' },
   { name: 'idle: heap per connection', get: (b) => b.idle?.heapBytesPerConnection, fmt: formatBytes },
   { name: 'idle: connects per second', get: (b) => b.idle?.connectsPerSec, fmt: formatInt },
-  { name: 'idle: RSS kept after all closed', get: (b) => b.idle?.retainedAfterCloseBytes, fmt: formatBytes },
+  { name: 'idle: heap kept after all closed', get: (b) => b.idle?.heapRetainedAfterCloseBytes, fmt: formatBytes },
 ];
 
 function formatUs(us) {
@@ -104,9 +106,10 @@ export function formatNotes(results) {
     for (const [phase, r] of Object.entries(phases)) {
       if (r.error) notes.push(`${kind} ${phase} FAILED: ${r.error}`);
       else {
-        if (r.lost > 0) notes.push(`${kind} ${phase}: ${formatInt(r.lost)} of ${formatInt(r.messages)} messages never arrived`);
+        if (r.lost > 0) notes.push(`${kind} ${phase}: ${formatInt(r.lost)} of ${formatInt(r.sent ?? r.messages)} messages never arrived`);
         if (r.outOfOrder > 0) notes.push(`${kind} ${phase}: ${formatInt(r.outOfOrder)} messages out of per-publisher order`);
         if (r.strayAcks > 0) notes.push(`${kind} ${phase}: ${formatInt(r.strayAcks)} PUBACKs for packet ids not in flight`);
+        if (r.otherCpuShare > OTHER_CPU_WARN) notes.push(`${kind} ${phase}: other processes used ${share(r.otherCpuShare)} of a core meanwhile; figures are noisy, rerun on a quiet machine`);
         if (r.droppedWhileIdle > 0) notes.push(`${kind} ${phase}: broker closed ${r.droppedWhileIdle} idle connections`);
       }
     }

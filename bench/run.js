@@ -4,7 +4,7 @@
 import { execFileSync } from 'node:child_process';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import os from 'node:os';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { startBroker } from './broker-process.js';
 import { runIdle } from './broker-idle.js';
 import { runSteadyRate } from './broker-latency.js';
@@ -16,6 +16,8 @@ import { formatBytes, formatInt, formatMs } from './stats.js';
 const RESULTS_DIR = fileURLToPath(new URL('./results/', import.meta.url));
 /** Last resort if something escapes every phase timeout. */
 const WHOLE_RUN_LIMIT_MS = 10 * 60_000;
+/** Settings that change what is measured (see README, "Finding out why"). */
+const DIAGNOSTIC_ENV = ['BENCH_SIGNALBOX_DIST', 'BENCH_SIGNALBOX_LIMITS', 'BENCH_CPU_PROF'];
 
 /** The list of steps: one (broker, phase) pair each, every one in a fresh broker process. */
 function plan(options) {
@@ -63,7 +65,7 @@ async function runStep(step) {
 function summarize(result) {
   if (result.error) return `FAILED: ${result.error}`;
   if (result.msgPerSec !== undefined) {
-    return `${formatInt(result.msgPerSec)} msg/s, p50 ${formatMs(result.latencyMs.p50)}, p99 ${formatMs(result.latencyMs.p99)}, ${formatInt(result.received)} received`;
+    return `${formatInt(result.msgPerSec)} msg/s (rounds ${result.roundsMsgPerSec.map(formatInt).join(' / ')}${result.noisyRounds ? `, ${result.noisyRounds} disturbed` : ''}), p50 ${formatMs(result.latencyMs.p50)}, p99 ${formatMs(result.latencyMs.p99)}, ${formatInt(result.received)} received`;
   }
   if (result.rate !== undefined) {
     return `p50 ${formatMs(result.latencyMs.p50)}, p99 ${formatMs(result.latencyMs.p99)}, max ${formatMs(result.latencyMs.max)}, ${formatInt(result.received)} received`;
@@ -127,18 +129,28 @@ async function main() {
   for (const note of formatNotes(results)) console.log(`- ${note}`);
 
   await mkdir(RESULTS_DIR, { recursive: true });
-  await writeFile(new URL('broker.json', `file://${RESULTS_DIR}`), `${JSON.stringify(results, null, 2)}\n`);
-  // latest.json gathers every benchmark's newest results under its own key.
-  let latest = {};
-  try {
-    latest = JSON.parse(await readFile(new URL('latest.json', `file://${RESULTS_DIR}`), 'utf8'));
-  } catch {
-    latest = {};
+  const resultsFile = (name) => new URL(name, pathToFileURL(RESULTS_DIR));
+  // A run with a diagnostic knob set measures something other than the real build with
+  // default limits: keep it out of broker.json / latest.json.
+  const diagnostic = DIAGNOSTIC_ENV.filter((name) => process.env[name]);
+  results.meta.diagnostic = diagnostic.length ? Object.fromEntries(diagnostic.map((n) => [n, process.env[n]])) : undefined;
+  if (diagnostic.length) {
+    await writeFile(resultsFile('broker-diagnostic.json'), `${JSON.stringify(results, null, 2)}\n`);
+    console.log(`\n${diagnostic.join(', ')} set: wrote bench/results/broker-diagnostic.json only (${(results.meta.elapsedMs / 1000).toFixed(0)} s)`);
+  } else {
+    await writeFile(resultsFile('broker.json'), `${JSON.stringify(results, null, 2)}\n`);
+    // latest.json gathers every benchmark's newest results under its own key.
+    let latest = {};
+    try {
+      latest = JSON.parse(await readFile(resultsFile('latest.json'), 'utf8'));
+    } catch {
+      latest = {};
+    }
+    latest.broker = results;
+    latest.updatedAt = new Date().toISOString();
+    await writeFile(resultsFile('latest.json'), `${JSON.stringify(latest, null, 2)}\n`);
+    console.log(`\nwrote bench/results/broker.json and bench/results/latest.json (${(results.meta.elapsedMs / 1000).toFixed(0)} s)`);
   }
-  latest.broker = results;
-  latest.updatedAt = new Date().toISOString();
-  await writeFile(new URL('latest.json', `file://${RESULTS_DIR}`), `${JSON.stringify(latest, null, 2)}\n`);
-  console.log(`\nwrote bench/results/broker.json and bench/results/latest.json (${(results.meta.elapsedMs / 1000).toFixed(0)} s)`);
 
   const failed = [...Object.values(results.brokers), results.ceiling].some((phases) => Object.values(phases).some((r) => r.error));
   if (failed) process.exitCode = 1;

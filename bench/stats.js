@@ -1,4 +1,5 @@
 // Small helpers shared by the benchmark phases: percentiles, deadlines, number formatting.
+import os from 'node:os';
 
 /**
  * Percentiles of the first `count` values of `samples` (sorted in place).
@@ -37,7 +38,7 @@ export function withTimeout(promise, ms, what, progress) {
   const deadline = new Promise((_, reject) => {
     timer = setTimeout(() => {
       const detail = progress ? `: ${progress()}` : '';
-      reject(new PhaseTimeoutError(`${what} did not finish within ${(ms / 1000).toFixed(0)} s${detail}`));
+      reject(new PhaseTimeoutError(`${what} did not finish within ${ms < 10_000 ? (ms / 1000).toFixed(1) : (ms / 1000).toFixed(0)} s${detail}`));
     }, ms);
   });
   return Promise.race([promise, deadline]).finally(() => clearTimeout(timer));
@@ -64,4 +65,15 @@ export function formatMs(ms) {
 export function formatBytes(bytes) {
   if (Math.abs(bytes) < 1024 * 1024) return `${(bytes / 1024).toFixed(1)} KiB`;
   return `${(bytes / 1024 / 1024).toFixed(1)} MiB`;
+}
+
+/**
+ * CPU time the whole machine has spent busy (all processes, all CPUs) so far, in ms, from
+ * os.cpus(). Compared with the broker's and the bench's own CPU time, it shows whether
+ * something else on the machine was competing during a measurement.
+ */
+export function machineBusyMs() {
+  let busy = 0;
+  for (const cpu of os.cpus()) busy += cpu.times.user + cpu.times.nice + cpu.times.sys + cpu.times.irq;
+  return busy;
 }

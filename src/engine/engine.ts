@@ -5,6 +5,8 @@ import type { Config } from '../config/load.js';
 import type { Logger } from '../log.js';
 import type { OutputRegistry } from '../outputs/registry.js';
 import type { CompiledRule } from '../rules/compile.js';
+import { WriteBatcher } from '../storage/batcher.js';
+import { SqliteBrokerPersistence } from '../storage/broker-state.js';
 import { openDatabase } from '../storage/database.js';
 import { DeadLetterStore } from '../storage/dead-letters.js';
 import { HistoryStore } from '../storage/history.js';
@@ -40,7 +42,10 @@ export function createEngine(config: Config, rules: readonly CompiledRule[], dep
   const { log, registry } = deps;
   const clock = deps.clock ?? systemClock;
   const db: Database.Database = openDatabase(config.storage.path, { durability: config.storage.durability, log });
-  const history = new HistoryStore(db, { clock, log });
+  // One group-commit batcher for everything a message causes: broker state, history, ...
+  const batcher = new WriteBatcher(db, { clock, log });
+  const history = new HistoryStore(db, { clock, log, batcher });
+  const persistence = new SqliteBrokerPersistence(db, batcher);
   const deadLetters = new DeadLetterStore(db, { clock, log });
   // The broker and the processor need each other: the processor republishes through the
   // broker, the broker hands every message to the processor.
@@ -52,7 +57,7 @@ export function createEngine(config: Config, rules: readonly CompiledRule[], dep
     log,
     publish: (input) => broker!.publish(input),
   });
-  broker = createBroker(config.broker, { log, clock, onPublish: processor.onPublish });
+  broker = createBroker(config.broker, { log, clock, onPublish: processor.onPublish, persistence });
   history.startRetention(config.history.retention, RETENTION_INTERVAL_MS);
   const b = broker;
   return {
@@ -66,6 +71,7 @@ export function createEngine(config: Config, rules: readonly CompiledRule[], dep
       await processor.close();
       history.stopRetention();
       await history.close();
+      await batcher.close();
       db.close();
     },
   };

@@ -61,6 +61,77 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX dead_letters_rule ON dead_letters (rule_id, id);
     `,
   },
+  {
+    id: 2,
+    name: 'broker state: retained messages and persistent sessions',
+    sql: `
+      -- One retained message per topic. properties is MQTT 5 properties as JSON.
+      CREATE TABLE retained (
+        topic TEXT PRIMARY KEY,
+        payload BLOB NOT NULL,
+        qos INTEGER NOT NULL,
+        properties TEXT,
+        client_id TEXT NOT NULL,
+        timestamp INTEGER NOT NULL,
+        expires_at INTEGER
+      );
+      -- Persistent sessions (clean sessions are never stored). disconnected_at is NULL while
+      -- connected; the session ends expiry_s seconds after it.
+      CREATE TABLE sessions (
+        client_id TEXT PRIMARY KEY,
+        expiry_s INTEGER NOT NULL,
+        disconnected_at INTEGER
+      );
+      CREATE TABLE subscriptions (
+        client_id TEXT NOT NULL REFERENCES sessions (client_id) ON DELETE CASCADE,
+        filter TEXT NOT NULL,
+        qos INTEGER NOT NULL,
+        no_local INTEGER NOT NULL,
+        retain_as_published INTEGER NOT NULL,
+        retain_handling INTEGER NOT NULL,
+        subscription_id INTEGER,
+        PRIMARY KEY (client_id, filter)
+      );
+      -- QoS 1/2 messages owed to a session: queued, or sent and not yet acknowledged.
+      CREATE TABLE session_messages (
+        client_id TEXT NOT NULL REFERENCES sessions (client_id) ON DELETE CASCADE,
+        seq INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        packet_id INTEGER NOT NULL,
+        qos INTEGER NOT NULL,
+        retain INTEGER NOT NULL,
+        subscription_ids TEXT,
+        topic TEXT NOT NULL,
+        payload BLOB NOT NULL,
+        message_qos INTEGER NOT NULL,
+        message_retain INTEGER NOT NULL,
+        properties TEXT,
+        origin_client_id TEXT NOT NULL,
+        timestamp INTEGER NOT NULL,
+        expires_at INTEGER,
+        hops INTEGER NOT NULL,
+        PRIMARY KEY (client_id, seq)
+      );
+      -- Inbound QoS 2 packet ids acknowledged with PUBREC, waiting for PUBREL.
+      CREATE TABLE inbound_qos2 (
+        client_id TEXT NOT NULL REFERENCES sessions (client_id) ON DELETE CASCADE,
+        packet_id INTEGER NOT NULL,
+        PRIMARY KEY (client_id, packet_id)
+      );
+      -- A will waiting for its Will Delay Interval.
+      CREATE TABLE wills (
+        client_id TEXT PRIMARY KEY REFERENCES sessions (client_id) ON DELETE CASCADE,
+        topic TEXT NOT NULL,
+        payload BLOB NOT NULL,
+        qos INTEGER NOT NULL,
+        retain INTEGER NOT NULL,
+        properties TEXT,
+        username TEXT,
+        protocol_version INTEGER NOT NULL,
+        publish_at INTEGER NOT NULL
+      );
+    `,
+  },
 ];
 
 /** The schema version this code writes: the id of the last migration. */
