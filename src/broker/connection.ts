@@ -2,6 +2,7 @@ import type { Duplex } from 'node:stream';
 import mqttPacket, { type IConnectPacket, type Packet } from 'mqtt-packet';
 import type { TimerHandle } from '../clock.js';
 import type { BrokerContext } from './context.js';
+import { encodePublishHeader } from './encode.js';
 import { dispatch } from './handlers/index.js';
 import { RC } from './reason-codes.js';
 import type { Delivery, Sender, Session } from './session.js';
@@ -92,8 +93,11 @@ export class Connection implements Sender {
   discardWill = false;
   /** Set when a newer connection took this one's session over. */
   takenOver = false;
-  /** Client's limits on what we send it (MQTT 5 CONNECT properties). */
-  receiveMaximum = 65_535;
+  /**
+   * Unacknowledged QoS 1/2 messages we send this client at most: our `maxInflight`, or the
+   * client's MQTT 5 Receive Maximum when that is lower.
+   */
+  receiveMaximum: number;
   maxPacketSizeOut = Number.MAX_SAFE_INTEGER;
   topicAliasMaxOut = 0;
   requestProblemInformation = true;
@@ -120,6 +124,7 @@ export class Connection implements Sender {
     readonly remote: string,
   ) {
     this.lastSeen = ctx.clock.now();
+    this.receiveMaximum = ctx.config.limits.maxInflight;
     this.parser = mqttPacket.parser({ protocolVersion: 4 });
     hardenParser(this.parser, ctx.config.limits.maxPacketSize);
     this.parser.on('packet', this.onPacket);
@@ -174,7 +179,7 @@ export class Connection implements Sender {
     this.ctx.stats.protocolErrors++;
     if (this.state === 'new' && err.message === 'Invalid protocol version') {
       // [MQTT-3.1.2-2] an unsupported protocol level gets CONNACK 0x01, then the close.
-      this.stream.write(mqttPacket.generate({ cmd: 'connack', sessionPresent: false, returnCode: 1 }, this.genOpts));
+      this.out(mqttPacket.generate({ cmd: 'connack', sessionPresent: false, returnCode: 1 }, this.genOpts));
       this.ctx.stats.connectionsRejected++;
       return this.end();
     }
@@ -212,36 +217,63 @@ export class Connection implements Sender {
     }, Math.max(due, 1));
   }
 
+  private corked = false;
+  /** Bound once: releases the writes of this tick as one writev. */
+  private readonly uncork = (): void => {
+    this.corked = false;
+    this.stream.uncork();
+  };
+
+  /**
+   * Hot path: everything written in one tick leaves in one writev (cork now, uncork on the
+   * next tick) instead of one system call per packet.
+   */
+  private out(buf: Buffer): void {
+    if (!this.corked) {
+      this.corked = true;
+      this.stream.cork();
+      process.nextTick(this.uncork);
+    }
+    this.stream.write(buf);
+  }
+
   /** Writes one packet (no-op once closed). */
   write(packet: Packet): void {
     if (this.state === 'closed') return;
-    this.stream.write(mqttPacket.generate(packet, this.genOpts));
+    this.out(mqttPacket.generate(packet, this.genOpts));
   }
 
   /** Sends a PUBLISH to the client; see {@link Sender.sendPublish}. */
   sendPublish(delivery: Delivery, packetId: number, dup: boolean): boolean {
     if (this.state === 'closed') return true;
     const m = delivery.message;
+    const v5 = this.protocolVersion === 5;
+    if (!v5 || (m.properties === undefined && m.expiresAt === undefined && delivery.subscriptionIds === undefined && this.topicAliasMaxOut === 0)) {
+      // Fast path: no properties to send.
+      const { header, size } = encodePublishHeader(m.topic, delivery.qos, delivery.retain, dup, packetId, m.payload.length, v5);
+      // [MQTT-3.1.2-24] never send a packet larger than the client's Maximum Packet Size.
+      if (size > this.maxPacketSizeOut) return false;
+      this.out(header);
+      if (m.payload.length > 0) this.stream.write(m.payload);
+      return true;
+    }
     let topic = m.topic;
-    let properties: (MessageProperties & { topicAlias?: number; subscriptionIdentifier?: number | number[] }) | undefined;
     let newAlias = 0;
-    if (this.protocolVersion === 5) {
-      properties = m.properties ? { ...m.properties } : {};
-      if (m.expiresAt !== undefined) {
-        // [MQTT-3.3.2-6] forwarded with the time it has left.
-        properties.messageExpiryInterval = Math.max(0, Math.ceil((m.expiresAt - this.ctx.clock.now()) / 1000));
-      }
-      const ids = delivery.subscriptionIds;
-      if (ids) properties.subscriptionIdentifier = ids.length === 1 ? ids[0]! : (ids as number[]);
-      if (this.topicAliasMaxOut > 0) {
-        const alias = this.aliasesOut.get(topic);
-        if (alias !== undefined) {
-          properties.topicAlias = alias;
-          topic = '';
-        } else if (this.aliasesOut.size < this.topicAliasMaxOut) {
-          newAlias = this.aliasesOut.size + 1;
-          properties.topicAlias = newAlias;
-        }
+    const properties: MessageProperties & { topicAlias?: number; subscriptionIdentifier?: number | number[] } = m.properties ? { ...m.properties } : {};
+    if (m.expiresAt !== undefined) {
+      // [MQTT-3.3.2-6] forwarded with the time it has left.
+      properties.messageExpiryInterval = Math.max(0, Math.ceil((m.expiresAt - this.ctx.clock.now()) / 1000));
+    }
+    const ids = delivery.subscriptionIds;
+    if (ids) properties.subscriptionIdentifier = ids.length === 1 ? ids[0]! : (ids as number[]);
+    if (this.topicAliasMaxOut > 0) {
+      const alias = this.aliasesOut.get(topic);
+      if (alias !== undefined) {
+        properties.topicAlias = alias;
+        topic = '';
+      } else if (this.aliasesOut.size < this.topicAliasMaxOut) {
+        newAlias = this.aliasesOut.size + 1;
+        properties.topicAlias = newAlias;
       }
     }
     let buf: Buffer;
@@ -258,7 +290,7 @@ export class Connection implements Sender {
     // [MQTT-3.1.2-24] never send a packet larger than the client's Maximum Packet Size.
     if (buf.length > this.maxPacketSizeOut) return false;
     if (newAlias) this.aliasesOut.set(m.topic, newAlias);
-    this.stream.write(buf);
+    this.out(buf);
     return true;
   }
 

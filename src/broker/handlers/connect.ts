@@ -117,7 +117,7 @@ export function handleConnect(ctx: BrokerContext, conn: Connection, packet: ICon
   conn.keepaliveMs = keepalive * 1000;
   const props = packet.properties;
   if (v5 && props) {
-    if (props.receiveMaximum !== undefined) conn.receiveMaximum = props.receiveMaximum;
+    if (props.receiveMaximum !== undefined) conn.receiveMaximum = Math.min(props.receiveMaximum, limits.maxInflight);
     if (props.maximumPacketSize !== undefined) conn.maxPacketSizeOut = props.maximumPacketSize;
     if (props.topicAliasMaximum !== undefined) conn.topicAliasMaxOut = props.topicAliasMaximum;
     if (props.requestProblemInformation === false) conn.requestProblemInformation = false;
