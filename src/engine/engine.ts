@@ -24,6 +24,8 @@ export interface EngineDeps {
 /** A running signalbox: the broker, its storage and the rules, wired together. */
 export interface Engine {
   readonly broker: Broker;
+  /** The open SQLite database (for status, tests and tools; owned by the engine). */
+  readonly db: Database.Database;
   readonly processor: RuleProcessor;
   readonly history: HistoryStore;
   readonly deadLetters: DeadLetterStore;
@@ -62,6 +64,7 @@ export function createEngine(config: Config, rules: readonly CompiledRule[], dep
   const b = broker;
   return {
     broker: b,
+    db,
     processor,
     history,
     deadLetters,
