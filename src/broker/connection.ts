@@ -2,7 +2,9 @@ import type { Duplex } from 'node:stream';
 import mqttPacket, { type IConnectPacket, type Packet } from 'mqtt-packet';
 import type { TimerHandle } from '../clock.js';
 import type { BrokerContext } from './context.js';
+import { decodePublish } from './decode-publish.js';
 import { encodePublishHeader } from './encode.js';
+import { FrameError, PacketFramer } from './framing.js';
 import { dispatch } from './handlers/index.js';
 import { RC } from './reason-codes.js';
 import type { Delivery, Sender, Session } from './session.js';
@@ -16,7 +18,6 @@ interface ParserInternals {
   error: Error | null;
   _list: { length: number; toString(enc: string, start: number, end: number): string; slice(start: number, end: number): Buffer };
   _pos: number;
-  _parseLength(): boolean;
   _parseNum(): number;
   _parseString(): string | null;
   _emitError(err: Error): void;
@@ -32,25 +33,11 @@ class PacketError extends Error {
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
 /**
- * Makes mqtt-packet's parser enforce two things it does not: the maximum packet size, checked
- * as soon as the fixed header is read so an oversized body is never buffered, and well-formed
- * UTF-8 without U+0000 in every string [MQTT-1.5.4-1, MQTT-1.5.4-2].
+ * Makes mqtt-packet's parser (used for every packet but PUBLISH) insist on well-formed UTF-8
+ * without U+0000 in every string [MQTT-1.5.4-1, MQTT-1.5.4-2].
  */
-function hardenParser(parser: ReturnType<typeof mqttPacket.parser>, maxPacketSize: number): void {
+function hardenParser(parser: ReturnType<typeof mqttPacket.parser>): void {
   const p = parser as unknown as ParserInternals;
-  const parseLength = p._parseLength;
-  p._parseLength = function (this: ParserInternals) {
-    const before = this._list.length;
-    const ok = parseLength.call(this);
-    if (ok) {
-      const headerBytes = 1 + (before - this._list.length);
-      if (this.packet.length + headerBytes > maxPacketSize) {
-        this._emitError(new PacketError(`packet of ${this.packet.length + headerBytes} bytes exceeds the maximum packet size ${maxPacketSize}`, RC.packetTooLarge));
-        return false;
-      }
-    }
-    return ok;
-  };
   p._parseString = function (this: ParserInternals) {
     const length = this._parseNum();
     const end = length + this._pos;
@@ -116,6 +103,8 @@ export class Connection implements Sender {
   private keepaliveTimer: TimerHandle | undefined;
   private connectTimer: TimerHandle | undefined;
   private readonly parser: ReturnType<typeof mqttPacket.parser>;
+  private readonly framer: PacketFramer;
+  private sawFirstByte = false;
   private readonly genOpts: { protocolVersion: ProtocolVersion } = { protocolVersion: 4 };
 
   constructor(
@@ -126,7 +115,8 @@ export class Connection implements Sender {
     this.lastSeen = ctx.clock.now();
     this.receiveMaximum = ctx.config.limits.maxInflight;
     this.parser = mqttPacket.parser({ protocolVersion: 4 });
-    hardenParser(this.parser, ctx.config.limits.maxPacketSize);
+    hardenParser(this.parser);
+    this.framer = new PacketFramer(ctx.config.limits.maxPacketSize);
     this.parser.on('packet', this.onPacket);
     this.parser.on('error', this.onParseError);
     stream.on('data', this.onData);
@@ -160,7 +150,35 @@ export class Connection implements Sender {
 
   private readonly onData = (chunk: Buffer): void => {
     this.lastSeen = this.ctx.clock.now();
-    this.parser.parse(chunk);
+    if (this.state === 'new' && !this.sawFirstByte && chunk.length > 0) {
+      this.sawFirstByte = true;
+      // [MQTT-3.1.0-1] anything but CONNECT first is closed at once, before any body is read.
+      if (chunk[0]! >> 4 !== 1) {
+        this.ctx.log.debug({ remote: this.remote }, 'first packet is not CONNECT; closing');
+        this.destroy();
+        return;
+      }
+    }
+    try {
+      this.framer.push(chunk, this.onFrame);
+    } catch (err) {
+      this.onParseError(err as Error);
+    }
+  };
+
+  /**
+   * One complete packet. PUBLISH, the hot path, is decoded here directly; every other packet
+   * goes through mqtt-packet's parser, which emits it synchronously to onPacket.
+   */
+  private readonly onFrame = (frame: Buffer, headerLength: number): boolean => {
+    if (this.state === 'closed') return false;
+    if (frame[0]! >> 4 === 3 && this.state === 'connected') {
+      this.onPacket(decodePublish(frame, headerLength, this.protocolVersion === 5));
+    } else {
+      this.parser.parse(frame);
+    }
+    // The handler may have closed the connection.
+    return (this.state as Connection['state']) !== 'closed';
   };
 
   private readonly onPacket = (packet: Packet): void => {
@@ -175,7 +193,7 @@ export class Connection implements Sender {
 
   private readonly onParseError = (err: Error): void => {
     if (this.state === 'closed') return;
-    const reasonCode = err instanceof PacketError ? err.reasonCode : RC.malformedPacket;
+    const reasonCode = err instanceof PacketError || err instanceof FrameError ? err.reasonCode : RC.malformedPacket;
     this.ctx.stats.protocolErrors++;
     if (this.state === 'new' && err.message === 'Invalid protocol version') {
       // [MQTT-3.1.2-2] an unsupported protocol level gets CONNACK 0x01, then the close.
