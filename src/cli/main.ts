@@ -5,6 +5,7 @@ import { formatIssues, type ConfigIssue } from '../config/issues.js';
 import { loadConfigFile } from '../config/load.js';
 import { createLogger } from '../log.js';
 import { checkCommand } from './check.js';
+import { deadLettersCommand } from './dead-letters.js';
 import { historyCommand } from './history.js';
 import { runCommand } from './run.js';
 import { testCommand } from './test.js';
@@ -29,6 +30,22 @@ function configOf(opts: ConfigOption, cmd: Command): { config: string; configExp
 function wholeNumber(value: string): number {
   if (!/^\d+$/.test(value)) throw new InvalidArgumentError(`must be a whole number, got '${value}'`);
   return Number(value);
+}
+
+/**
+ * The database path from the config file alone (not the rules: the storage commands must
+ * work while a rule file is being edited). Prints the problems and returns undefined when
+ * the config is invalid.
+ */
+function storagePath(opts: ConfigOption, cmd: Command): string | undefined {
+  const { config, configExplicit } = configOf(opts, cmd);
+  const issues: ConfigIssue[] = [];
+  const loaded = loadConfigFile(config, { explicit: configExplicit }, issues);
+  if (!loaded) {
+    process.stderr.write(`${formatIssues(issues)}\n${issues.length} problem(s)\n`);
+    return undefined;
+  }
+  return loaded.storage.path;
 }
 
 /** Parses the command line and runs one command; nothing else happens here. */
@@ -95,17 +112,42 @@ async function main(argv: string[]): Promise<number> {
     .option('--json', 'one JSON object per line')
     .option('-c, --config <file>', 'config file (its storage.path is read)', DEFAULT_CONFIG)
     .action((filter: string, opts: ConfigOption & { since?: string; until?: string; limit?: number; json?: boolean }, cmd: Command) => {
-      const { config, configExplicit } = configOf(opts, cmd);
-      // Only the config file: history must work even while a rule file is being edited.
-      const issues: ConfigIssue[] = [];
-      const loaded = loadConfigFile(config, { explicit: configExplicit }, issues);
-      if (!loaded) {
-        process.stderr.write(`${formatIssues(issues)}\n${issues.length} problem(s)\n`);
+      const dbPath = storagePath(opts, cmd);
+      if (dbPath === undefined) {
         exitCode = 2;
         return;
       }
       const { since, until, limit, json } = opts;
-      exitCode = historyCommand({ dbPath: loaded.storage.path, filter, since, until, limit, json }, process.stdout);
+      exitCode = historyCommand({ dbPath, filter, since, until, limit, json }, process.stdout);
+    });
+
+  program
+    .command('dead-letters')
+    .description('list, replay or purge dead letters (messages a rule or an output could not handle)')
+    .argument('<action>', 'list, replay or purge')
+    .argument('[ids...]', 'letter ids (for replay and purge)')
+    .option('--rule <id>', 'only the letters of this rule')
+    .option('--all', 'every letter (for replay and purge)')
+    .option('--limit <n>', 'list at most n letters (default 100)', wholeNumber)
+    .option('--json', 'list as one JSON object per line')
+    .option('-c, --config <file>', 'config file (its storage.path is read)', DEFAULT_CONFIG)
+    .action((action: string, ids: string[], opts: ConfigOption & { rule?: string; all?: boolean; limit?: number; json?: boolean }, cmd: Command) => {
+      if (action !== 'list' && action !== 'replay' && action !== 'purge') {
+        process.stderr.write(`dead-letters: unknown action '${action}'; use list, replay or purge\n`);
+        exitCode = USAGE_EXIT_CODE;
+        return;
+      }
+      if (ids.some((id) => !/^\d+$/.test(id))) {
+        process.stderr.write(`dead-letters: ids must be whole numbers, got ${ids.join(' ')}\n`);
+        exitCode = USAGE_EXIT_CODE;
+        return;
+      }
+      const dbPath = storagePath(opts, cmd);
+      if (dbPath === undefined) {
+        exitCode = 2;
+        return;
+      }
+      exitCode = deadLettersCommand({ dbPath, action, ids: ids.map(Number), rule: opts.rule, all: opts.all, limit: opts.limit, json: opts.json }, process.stdout);
     });
 
   try {

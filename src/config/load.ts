@@ -1,5 +1,8 @@
 import { existsSync, readdirSync } from 'node:fs';
 import path from 'node:path';
+import type { NamedOutput } from '../engine/outputs.js';
+import { outboxSchema, type ConnectorRegistry } from '../outputs/connector.js';
+import { createConnectorRegistry } from '../outputs/connectors.js';
 import type { OutputRegistry } from '../outputs/registry.js';
 import { compileRuleFiles, type CompiledRules } from '../rules/compile.js';
 import type { ExpressionLimits } from '../rules/expression.js';
@@ -8,7 +11,9 @@ import { configSchema, type ConfigFile } from './schema.js';
 import { YamlSource } from './source.js';
 
 /** The validated configuration, with paths resolved against the config file's folder. */
-export interface Config extends ConfigFile {
+export interface Config extends Omit<ConfigFile, 'outputs'> {
+  /** Named remote outputs, each validated against its connector type. */
+  readonly outputs: Readonly<Record<string, NamedOutput>>;
   /** The config file read; undefined when running on defaults. */
   readonly file: string | undefined;
   /** The rule folder, absolute. */
@@ -31,6 +36,8 @@ export interface LoadOptions {
   registry: OutputRegistry;
   /** Only these rule files instead of the rules folder (for `signalbox test FILES`). */
   ruleFiles?: readonly string[];
+  /** Types of named outputs (`outputs.<name>.type`). Default: the built-in ones. */
+  connectors?: ConnectorRegistry;
 }
 
 /**
@@ -56,7 +63,7 @@ export function loadProject(configFile: string, options: LoadOptions): Project {
 }
 
 /** Loads and validates signalbox.yaml alone (no rules). */
-export function loadConfigFile(configFile: string, options: Pick<LoadOptions, 'explicit' | 'env'>, issues: ConfigIssue[]): Config | undefined {
+export function loadConfigFile(configFile: string, options: Pick<LoadOptions, 'explicit' | 'env' | 'connectors'>, issues: ConfigIssue[]): Config | undefined {
   let data: unknown = {};
   let source: YamlSource | undefined;
   const file = path.relative(process.cwd(), configFile) || configFile;
@@ -72,9 +79,12 @@ export function loadConfigFile(configFile: string, options: Pick<LoadOptions, 'e
   }
   const parsed = source ? source.validate(configSchema, data, issues) : configSchema.parse({});
   if (!parsed) return undefined;
+  const outputs = source ? validateOutputs(source, parsed.outputs, options.connectors ?? createConnectorRegistry(), issues) : {};
+  if (!outputs) return undefined;
   const base = source ? path.dirname(path.resolve(configFile)) : process.cwd();
   return {
     ...parsed,
+    outputs,
     storage: { ...parsed.storage, path: parsed.storage.path === ':memory:' ? ':memory:' : path.resolve(base, parsed.storage.path) },
     file: source ? file : undefined,
     rulesDir: path.resolve(base, parsed.rules),
@@ -84,6 +94,32 @@ export function loadConfigFile(configFile: string, options: Pick<LoadOptions, 'e
       maxSequence: parsed.engine.expressionMaxSequence,
     },
   };
+}
+
+const OUTPUT_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
+
+/** Validates each named output against its type's schema and the common `outbox:` settings. */
+function validateOutputs(source: YamlSource, raw: ConfigFile['outputs'], connectors: ConnectorRegistry, issues: ConfigIssue[]): Record<string, NamedOutput> | undefined {
+  const before = issues.length;
+  const outputs: Record<string, NamedOutput> = {};
+  for (const [name, entry] of Object.entries(raw)) {
+    const path = ['outputs', name];
+    if (!OUTPUT_NAME.test(name)) {
+      issues.push(source.issue(path, 'SB_CONFIG_SCHEMA', `output name "${name}" must be 1-64 letters, digits or _ . - and start with a letter or digit`));
+      continue;
+    }
+    const type = connectors.get(entry.type);
+    if (!type) {
+      const known = [...connectors.keys()];
+      issues.push(source.issue([...path, 'type'], 'SB_CONFIG_SCHEMA', `output "${name}": unknown type "${entry.type}"`, known.length ? `types are: ${known.join(', ')}` : 'no output types are available in this build'));
+      continue;
+    }
+    const { type: _type, outbox, ...rest } = entry as Record<string, unknown>;
+    const settings = source.validate(type.schema, rest, issues, path);
+    const outboxSettings = source.validate(outboxSchema, outbox ?? {}, issues, [...path, 'outbox']);
+    if (settings !== undefined && outboxSettings !== undefined) outputs[name] = { type: entry.type, settings, outbox: outboxSettings };
+  }
+  return issues.length === before ? outputs : undefined;
 }
 
 /** The *.yaml / *.yml files of the rules folder, sorted. A missing default folder means no rules. */

@@ -10,7 +10,12 @@ import { SqliteBrokerPersistence } from '../storage/broker-state.js';
 import { openDatabase } from '../storage/database.js';
 import { DeadLetterStore } from '../storage/dead-letters.js';
 import { HistoryStore } from '../storage/history.js';
+import { OutboxStore } from '../storage/outbox.js';
+import type { ConnectorRegistry } from '../outputs/connector.js';
+import { createConnectorRegistry } from '../outputs/connectors.js';
+import { RemoteOutputs } from './outputs.js';
 import { RuleProcessor } from './processor.js';
+import { Redriver } from './redrive.js';
 
 /** How often history retention runs. */
 export const RETENTION_INTERVAL_MS = 60_000;
@@ -18,6 +23,8 @@ export const RETENTION_INTERVAL_MS = 60_000;
 export interface EngineDeps {
   log: Logger;
   registry: OutputRegistry;
+  /** Types of named outputs; must cover every `outputs.<name>.type` in the config. */
+  connectors?: ConnectorRegistry;
   clock?: Clock;
 }
 
@@ -29,6 +36,8 @@ export interface Engine {
   readonly processor: RuleProcessor;
   readonly history: HistoryStore;
   readonly deadLetters: DeadLetterStore;
+  /** The named remote outputs and their durable outboxes. */
+  readonly outputs: RemoteOutputs;
   /** Replaces the running rules at once (after they were validated). */
   setRules(rules: readonly CompiledRule[]): void;
   /** Stops the broker, finishes rule work, flushes history, closes the database. */
@@ -49,6 +58,8 @@ export function createEngine(config: Config, rules: readonly CompiledRule[], dep
   const history = new HistoryStore(db, { clock, log, batcher });
   const persistence = new SqliteBrokerPersistence(db, batcher);
   const deadLetters = new DeadLetterStore(db, { clock, log });
+  const outputs = new RemoteOutputs(config.outputs, deps.connectors ?? createConnectorRegistry(), { store: new OutboxStore(db, batcher, log), deadLetters, clock, log });
+
   // The broker and the processor need each other: the processor republishes through the
   // broker, the broker hands every message to the processor.
   let broker: Broker | undefined;
@@ -56,11 +67,15 @@ export function createEngine(config: Config, rules: readonly CompiledRule[], dep
     registry,
     deadLetters,
     history,
+    outbox: outputs,
     log,
     publish: (input) => broker!.publish(input),
   });
   broker = createBroker(config.broker, { log, clock, onPublish: processor.onPublish, persistence });
   history.startRetention(config.history.retention, RETENTION_INTERVAL_MS);
+  outputs.start();
+  const redriver = new Redriver({ deadLetters, processor, outputs, clock, log });
+  redriver.start();
   const b = broker;
   return {
     broker: b,
@@ -68,10 +83,13 @@ export function createEngine(config: Config, rules: readonly CompiledRule[], dep
     processor,
     history,
     deadLetters,
+    outputs,
     setRules: (next) => processor.setRules(next),
     async close() {
       await b.close();
+      await redriver.stop();
       await processor.close();
+      await outputs.close();
       history.stopRetention();
       await history.close();
       await batcher.close();

@@ -80,6 +80,20 @@ export class RuleProcessor {
       return undefined;
     }
     this.stats.messagesMatched++;
+    return this.process(message, rules);
+  };
+
+  /**
+   * Runs one rule again on a message from the dead letters (`signalbox dead-letters
+   * replay`). Resolves when its effects are done; a new failure is a new dead letter.
+   */
+  replay(ruleId: string, message: Message): Promise<void> {
+    const rule = this.router.rules.find((r) => r.id === ruleId);
+    if (!rule) return Promise.reject(new Error(`rule "${ruleId}" is not loaded`));
+    return this.process(message, [rule]) ?? Promise.resolve();
+  }
+
+  private process(message: Message, rules: readonly CompiledRule[]): Promise<void> {
     // Messages are evaluated one after another, chained on `tail`: evaluation is CPU-bound, so
     // running them concurrently gains nothing, and an expression's time limit (wall clock)
     // would then also count the time spent on every other message in flight: one process
@@ -92,7 +106,7 @@ export class RuleProcessor {
       .then((outcomes) => this.dispatch(message, outcomes));
     this.tail = dispatched.then(noop, noop);
     return dispatched.then((pending) => (pending.length === 0 ? undefined : Promise.all(pending).then(noop)));
-  };
+  }
 
   /** Starts every effect of one message; returns what to wait for before acknowledging it. */
   private dispatch(message: Message, outcomes: RuleOutcome[]): Promise<void>[] {

@@ -22,6 +22,8 @@ export interface Effect {
   readonly qos: QoS;
   readonly retain: boolean;
   readonly properties?: MessageProperties;
+  /** Output-specific data the action planned (e.g. time-series points); stored as JSON in the outbox. */
+  readonly data?: unknown;
   /** The message that caused it. */
   readonly source: { readonly clientId: string; readonly timestamp: number; readonly hops: number };
 }
@@ -88,5 +90,7 @@ export interface SinkDeps {
   /** Publishes into the local broker as if from a client (rules see it too). */
   publish(input: PublishInput): Promise<void>;
   readonly history: HistoryStore | undefined;
+  /** Queues an effect in its named output's durable outbox; resolves when committed. */
+  readonly outbox?: { enqueue(effect: Effect): Promise<void> };
   readonly log: Logger;
 }

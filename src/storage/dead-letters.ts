@@ -21,6 +21,10 @@ export interface DeadLetter {
   clientId: string;
   /** How many times delivery was tried before giving up. Default 1. */
   attempts?: number;
+  /** Output-specific data of an output's letter (e.g. time-series points), kept for replay. */
+  data?: unknown;
+  /** When a replay was requested (ms); undefined when none is pending. */
+  replayAt?: number;
 }
 
 /** Options of {@link DeadLetterStore}. */
@@ -60,6 +64,8 @@ interface DbRow {
   retain: number;
   client_id: string;
   attempts: number;
+  data: string | null;
+  replay_at: number | null;
 }
 
 function toLetter(r: DbRow): DeadLetter {
@@ -76,10 +82,12 @@ function toLetter(r: DbRow): DeadLetter {
     attempts: r.attempts,
   };
   if (r.output !== null) letter.output = r.output;
+  if (r.data !== null) letter.data = JSON.parse(r.data) as unknown;
+  if (r.replay_at !== null) letter.replayAt = r.replay_at;
   return letter;
 }
 
-const COLUMNS = 'id, time, rule_id, output, error, topic, payload, qos, retain, client_id, attempts';
+const COLUMNS = 'id, time, rule_id, output, error, topic, payload, qos, retain, client_id, attempts, data, replay_at';
 
 /**
  * The bounded `dead_letters` table. Poison messages are added synchronously (they are rare,
@@ -121,8 +129,8 @@ export class DeadLetterStore {
     this.clock = options.clock;
     this.log = options.log;
     this.maxRows = Math.max(1, options.maxRows ?? DEFAULT_MAX_DEAD_LETTERS);
-    const insert = db.prepare<[number, string, string | null, string, string, Buffer, number, number, string, number]>(
-      'INSERT INTO dead_letters (time, rule_id, output, error, topic, payload, qos, retain, client_id, attempts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
+    const insert = db.prepare<[number, string, string | null, string, string, Buffer, number, number, string, number, string | null]>(
+      'INSERT INTO dead_letters (time, rule_id, output, error, topic, payload, qos, retain, client_id, attempts, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
     );
     this.countStmt = db.prepare<[]>('SELECT count(*) FROM dead_letters').pluck();
     const dropOldest = db.prepare<[number]>(
@@ -130,7 +138,7 @@ export class DeadLetterStore {
     );
     // Insert and trim in one transaction, so the table is never seen above its cap.
     this.addTx = db.transaction((l: DeadLetter): number => {
-      insert.run(l.time, l.ruleId, l.output ?? null, l.error, l.topic, l.payload, l.qos, l.retain ? 1 : 0, l.clientId, l.attempts ?? 1);
+      insert.run(l.time, l.ruleId, l.output ?? null, l.error, l.topic, l.payload, l.qos, l.retain ? 1 : 0, l.clientId, l.attempts ?? 1, l.data === undefined ? null : JSON.stringify(l.data));
       const excess = (this.countStmt.get() as number) - this.maxRows;
       return excess > 0 ? dropOldest.run(excess).changes : 0;
     });
@@ -193,6 +201,49 @@ export class DeadLetterStore {
   remove(ids: readonly number[]): number {
     try {
       return this.removeTx(ids);
+    } catch (err) {
+      throw toStorageError(err, this.db.name);
+    }
+  }
+
+  /**
+   * Marks letters for replay (all of them, those of one rule, or these ids); the running
+   * server redrives marked letters (see `takeReplays`). Returns how many were marked.
+   */
+  requestReplay(which: { ids?: readonly number[]; ruleId?: string; all?: boolean }): number {
+    const now = this.clock.now();
+    try {
+      if (which.all) return this.db.prepare('UPDATE dead_letters SET replay_at = ?').run(now).changes;
+      if (which.ruleId !== undefined) return this.db.prepare('UPDATE dead_letters SET replay_at = ? WHERE rule_id = ?').run(now, which.ruleId).changes;
+      const stmt = this.db.prepare('UPDATE dead_letters SET replay_at = ? WHERE id = ?');
+      return this.db.transaction((ids: readonly number[]) => ids.reduce((n, id) => n + stmt.run(now, id).changes, 0))(which.ids ?? []);
+    } catch (err) {
+      throw toStorageError(err, this.db.name);
+    }
+  }
+
+  /** Up to `limit` letters marked for replay, oldest first. */
+  takeReplays(limit: number): DeadLetter[] {
+    try {
+      return (this.db.prepare(`SELECT ${COLUMNS} FROM dead_letters WHERE replay_at IS NOT NULL ORDER BY id LIMIT ?`).all(limit) as DbRow[]).map(toLetter);
+    } catch (err) {
+      throw toStorageError(err, this.db.name);
+    }
+  }
+
+  /** Cancels a pending replay of one letter (it could not be redriven now). */
+  clearReplay(id: number): void {
+    try {
+      this.db.prepare('UPDATE dead_letters SET replay_at = NULL WHERE id = ?').run(id);
+    } catch (err) {
+      throw toStorageError(err, this.db.name);
+    }
+  }
+
+  /** Deletes the letters of one rule; returns how many there were. */
+  purgeRule(ruleId: string): number {
+    try {
+      return this.db.prepare('DELETE FROM dead_letters WHERE rule_id = ?').run(ruleId).changes;
     } catch (err) {
       throw toStorageError(err, this.db.name);
     }

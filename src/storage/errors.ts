@@ -19,6 +19,8 @@ export const STORAGE_ERROR_CODES = {
   SB_ERR_STORAGE_READONLY:
     'The database or its folder cannot be written (SQLITE_READONLY, read-only file system, or missing permission).',
   SB_ERR_STORAGE_IO: 'Any other storage failure: an I/O error, a lock held too long (SQLITE_BUSY), or a file that cannot be opened.',
+  SB_ERR_OUTBOX_FULL:
+    "An output's outbox reached its maxBytes or maxAge with overflow: block. QoS 1/2 messages routed to it are not acknowledged (MQTT 5: reason 0x97) until it drains.",
 } as const;
 
 /** A storage error code, one of the keys of {@link STORAGE_ERROR_CODES}. */

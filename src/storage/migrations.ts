@@ -132,6 +132,34 @@ export const MIGRATIONS: readonly Migration[] = [
       );
     `,
   },
+  {
+    id: 3,
+    name: 'durable outboxes and dead-letter replay',
+    sql: `
+      -- One FIFO per named remote output. Rows leave only when the output confirmed them.
+      -- AUTOINCREMENT keeps seq increasing even after the newest rows were deleted, which
+      -- the FIFO order depends on.
+      CREATE TABLE outbox (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        output TEXT NOT NULL,
+        time INTEGER NOT NULL,
+        rule_id TEXT NOT NULL,
+        client_id TEXT NOT NULL,
+        topic TEXT NOT NULL,
+        payload BLOB NOT NULL,
+        qos INTEGER NOT NULL,
+        retain INTEGER NOT NULL,
+        properties TEXT,
+        data TEXT,
+        attempts INTEGER NOT NULL DEFAULT 0
+      );
+      CREATE INDEX outbox_output_seq ON outbox (output, seq);
+      -- Set by \`signalbox dead-letters replay\`; the running server redrives the letter.
+      ALTER TABLE dead_letters ADD COLUMN replay_at INTEGER;
+      ALTER TABLE dead_letters ADD COLUMN data TEXT;
+      CREATE INDEX dead_letters_replay ON dead_letters (replay_at) WHERE replay_at IS NOT NULL;
+    `,
+  },
 ];
 
 /** The schema version this code writes: the id of the last migration. */

@@ -5,7 +5,9 @@ import type { Clock } from '../../src/clock.js';
 import { loadProject, type Project } from '../../src/config/load.js';
 import { createEngine, type Engine } from '../../src/engine/engine.js';
 import { silentLogger, type Logger } from '../../src/log.js';
+import type { ConnectorType } from '../../src/outputs/connector.js';
 import { createOutputRegistry } from '../../src/outputs/registry.js';
+import type { OutputType } from '../../src/outputs/types.js';
 
 export interface ProjectFiles {
   /** signalbox.yaml text; the broker listener defaults to 127.0.0.1 port 0 when `broker:` is absent. */
@@ -41,17 +43,21 @@ export interface TestEngine {
  * Starts a whole signalbox (broker + storage + rules) from files written to a temp dir, on
  * 127.0.0.1 with an OS-chosen port. Throws the loader's ConfigError when the files are bad.
  */
-export async function startEngine(files: ProjectFiles, deps: { log?: Logger; clock?: Clock; env?: NodeJS.ProcessEnv } = {}): Promise<TestEngine> {
+export async function startEngine(
+  files: ProjectFiles,
+  deps: { log?: Logger; clock?: Clock; env?: NodeJS.ProcessEnv; actions?: OutputType[]; connectors?: ConnectorType[] } = {},
+): Promise<TestEngine> {
   const { dir, configFile, cleanup } = writeProject(files);
-  const registry = createOutputRegistry();
+  const registry = createOutputRegistry(deps.actions ?? []);
+  const connectors = new Map((deps.connectors ?? []).map((c) => [c.type, c]));
   let project: Project;
   try {
-    project = loadProject(configFile, { explicit: true, registry, env: deps.env ?? process.env });
+    project = loadProject(configFile, { explicit: true, registry, connectors, env: deps.env ?? process.env });
   } catch (err) {
     cleanup();
     throw err;
   }
-  const engine = createEngine(project.config, project.compiled.rules, { log: deps.log ?? silentLogger(), registry, clock: deps.clock });
+  const engine = createEngine(project.config, project.compiled.rules, { log: deps.log ?? silentLogger(), registry, connectors, clock: deps.clock });
   const [address] = await engine.broker.listen();
   return {
     engine,
@@ -61,7 +67,7 @@ export async function startEngine(files: ProjectFiles, deps: { log?: Logger; clo
     port: address!.port,
     url: `mqtt://127.0.0.1:${address!.port}`,
     reload() {
-      engine.setRules(loadProject(configFile, { explicit: true, registry, env: deps.env ?? process.env }).compiled.rules);
+      engine.setRules(loadProject(configFile, { explicit: true, registry, connectors, env: deps.env ?? process.env }).compiled.rules);
     },
     async close() {
       await engine.close();

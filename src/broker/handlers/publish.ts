@@ -88,7 +88,9 @@ export function handlePublish(ctx: BrokerContext, conn: Connection, packet: IPub
       if (packet.qos === 2) conn.session?.releaseInboundQos2(id);
       // MQTT 5 learns of the failure from the reason code; 3.1.1 has none, so the connection
       // closes and the client resends on reconnect.
-      if (conn.v5) refuse(conn, packet, RC.unspecifiedError, 'the message could not be stored');
+      const code = (err as { reasonCode?: unknown }).reasonCode;
+      const reason = typeof code === 'number' && code >= 0x80 ? code : RC.unspecifiedError;
+      if (conn.v5) refuse(conn, packet, reason, err instanceof Error ? err.message : 'the message could not be stored');
       else conn.end();
     },
   );
