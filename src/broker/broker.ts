@@ -154,8 +154,14 @@ export function createBroker(config: BrokerConfig, deps: BrokerDeps): Broker {
 
     accept(message, publisher) {
       if (message.retain) {
-        ctx.retained.set(message);
-        persistence?.setRetained(message);
+        if (persistence) {
+          // The live retained message changes only once the new one is on disk, so a refused
+          // publish (storage full) never serves a value a restart would take back.
+          persistence.setRetained(message);
+          persistence.pending()!.then(() => ctx.retained.set(message), noop);
+        } else {
+          ctx.retained.set(message);
+        }
       }
       stats.messagesRouted += ctx.subscriptions.route(message);
       // Everything routing wrote (retained, deliveries to persistent sessions) commits in
@@ -221,18 +227,18 @@ export function createBroker(config: BrokerConfig, deps: BrokerDeps): Broker {
     const { retained, sessions } = persistence.load();
     const now = clock.now();
     for (const message of retained) ctx.retained.set(message);
-    let expired = 0;
-    for (const stored of sessions) {
-      if (restoreSession(stored, now)) continue;
-      expired++;
-    }
+    // Every session first, then the expired ones end: a will they publish must reach the
+    // subscribers of sessions restored after them too.
+    const ended = sessions.map((stored) => restoreSession(stored, now)).filter((r) => r.since + r.session.expiryS * 1000 <= now);
+    for (const { session } of ended) ctx.endSession(session); // publishes a will still waiting [MQTT-3.1.2-8]
+    const expired = ended.length;
     if (retained.length > 0 || sessions.length > 0) {
       log.info({ retained: retained.length, sessions: sessions.length - expired, expiredSessions: expired }, 'restored broker state');
     }
   }
 
-  /** Brings one stored session back; returns false when it had expired (it is then ended). */
-  function restoreSession(stored: StoredSession, now: number): boolean {
+  /** Brings one stored session back (the caller ends it when it had expired). */
+  function restoreSession(stored: StoredSession, now: number): { session: Session; since: number } {
     const session = ctx.createSession(stored.clientId);
     session.expiryS = stored.expiryS;
     session.stored = true;
@@ -247,13 +253,11 @@ export function createBroker(config: BrokerConfig, deps: BrokerDeps): Broker {
     }
     session.restore(stored.deliveries, stored.inboundQos2);
     if (stored.will) scheduleWill(session, stored.will.message, stored.will.publisher, stored.will.publishAt);
-    if (since + stored.expiryS * 1000 <= now) {
-      ctx.endSession(session); // publishes a will still waiting [MQTT-3.1.2-8]
-      return false;
+    if (since + stored.expiryS * 1000 > now) {
+      if (stored.disconnectedAt === undefined) persistence!.saveSession(stored.clientId, stored.expiryS, now);
+      scheduleExpiry(session, since);
     }
-    if (stored.disconnectedAt === undefined) persistence!.saveSession(stored.clientId, stored.expiryS, now);
-    scheduleExpiry(session, since);
-    return true;
+    return { session, since };
   }
 
   restore();

@@ -72,7 +72,11 @@ export class Session {
   readonly inboundQos2 = new Set<number>();
   /** Session Expiry Interval in seconds; 0 = ends with the connection (and is never stored). */
   expiryS = 0;
-  /** True once the session has a row in storage (so ending it must delete that row). */
+  /**
+   * True while the session has a row in storage: every change to what it owes is written
+   * then, and never otherwise (a row written for a session that has none would break the
+   * batch it is in).
+   */
   stored = false;
   sender: Sender | undefined;
   /** A will waiting for its Will Delay Interval [MQTT-3.1.3-9]; published when that passes or the session ends. */
@@ -117,7 +121,7 @@ export class Session {
       }
       return;
     }
-    const owed: Owed = this.persistent
+    const owed: Owed = this.stored
       ? { message: delivery.message, qos: delivery.qos, retain: delivery.retain, subscriptionIds: delivery.subscriptionIds, seq: ++this.lastSeq }
       : (delivery as Owed);
     if (sender && this.queued === 0 && this.inflight.size < sender.receiveMaximum) {
@@ -134,7 +138,7 @@ export class Session {
       this.events.dropped(this, 'queue-full', oldest);
     }
     this.queue.push(owed);
-    if (owed.seq) this.store!.saveDelivery(this.clientId, { ...owed, state: 'queued', packetId: 0 });
+    if (owed.seq && this.stored) this.store!.saveDelivery(this.clientId, { ...owed, state: 'queued', packetId: 0 });
   }
 
   private shift(): Owed | undefined {
@@ -149,7 +153,7 @@ export class Session {
   }
 
   private forget(owed: Owed): void {
-    if (owed.seq && this.store) this.store.deleteDelivery(this.clientId, owed.seq);
+    if (owed.seq && this.stored) this.store!.deleteDelivery(this.clientId, owed.seq);
   }
 
   private isExpired(delivery: Delivery): boolean {
@@ -175,7 +179,7 @@ export class Session {
       return;
     }
     this.inflight.set(packetId, entry);
-    if (entry.seq) this.store!.saveDelivery(this.clientId, entry);
+    if (entry.seq && this.stored) this.store!.saveDelivery(this.clientId, entry);
   }
 
   /** Moves queued messages into flight while the client has room. */
@@ -224,20 +228,20 @@ export class Session {
     const entry = this.inflight.get(packetId);
     if (!entry) return false;
     entry.state = 'pubrel';
-    if (entry.seq) this.store!.saveDelivery(this.clientId, entry);
+    if (entry.seq && this.stored) this.store!.saveDelivery(this.clientId, entry);
     return true;
   }
 
   /** Records an inbound QoS 2 packet id awaiting PUBREL. */
   addInboundQos2(packetId: number): void {
     this.inboundQos2.add(packetId);
-    if (this.persistent) this.store!.addInboundQos2(this.clientId, packetId);
+    if (this.stored) this.store!.addInboundQos2(this.clientId, packetId);
   }
 
   /** PUBREL: releases an inbound QoS 2 packet id. Returns false when it was unknown. */
   releaseInboundQos2(packetId: number): boolean {
     if (!this.inboundQos2.delete(packetId)) return false;
-    if (this.persistent) this.store!.deleteInboundQos2(this.clientId, packetId);
+    if (this.stored) this.store!.deleteInboundQos2(this.clientId, packetId);
     return true;
   }
 

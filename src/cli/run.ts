@@ -5,6 +5,7 @@ import { createEngine } from '../engine/engine.js';
 import { RuleReloader } from '../engine/reload.js';
 import type { Logger } from '../log.js';
 import { createOutputRegistry } from '../outputs/registry.js';
+import { StorageError } from '../storage/errors.js';
 
 export interface RunOptions {
   config: string;
@@ -30,7 +31,16 @@ export async function runCommand(options: RunOptions, log: Logger): Promise<numb
   }
   const { config } = project;
   log.info({ config: config.file ?? '(defaults)', rules: project.compiled.rules.length, ruleFiles: project.ruleFiles.length, storage: config.storage.path }, 'starting signalbox');
-  const engine = createEngine(config, project.compiled.rules, { log, registry });
+  let engine;
+  try {
+    engine = createEngine(config, project.compiled.rules, { log, registry });
+  } catch (err) {
+    if (err instanceof StorageError) {
+      process.stderr.write(`signalbox: not starting: ${err.code} ${err.message}\n`);
+      return 1;
+    }
+    throw err;
+  }
   try {
     await engine.broker.listen();
   } catch (err) {

@@ -92,7 +92,7 @@ export function handleConnect(ctx: BrokerContext, conn: Connection, packet: ICon
       // [MQTT-3.1.3-9] reconnecting before the Will Delay Interval passed cancels the will.
       ctx.clock.clearTimeout(session.pendingWill.timer);
       session.pendingWill = undefined;
-      if (session.persistent) ctx.persistence!.deleteWill(clientId);
+      if (session.stored) ctx.persistence!.deleteWill(clientId);
     }
     if (session.expiryTimer) ctx.clock.clearTimeout(session.expiryTimer);
     session.expiryTimer = undefined;

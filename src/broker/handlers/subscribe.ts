@@ -23,6 +23,18 @@ export function handleSubscribe(ctx: BrokerContext, conn: Connection, packet: IS
     granted.push(result.code);
     if (result.sendRetained) retainedFor.push(result.sendRetained);
   }
+  // A stored session's subscriptions are committed before SUBACK says they exist.
+  const stored = session.stored ? ctx.persistence!.pending() : undefined;
+  if (!stored) return acknowledge(ctx, conn, session, packet, granted, retainedFor);
+  stored.then(
+    () => acknowledge(ctx, conn, session, packet, granted, retainedFor),
+    () => conn.disconnect(RC.unspecifiedError, 'subscriptions could not be stored'),
+  );
+}
+
+/** SUBACK, then the retained messages of the new subscriptions. */
+function acknowledge(ctx: BrokerContext, conn: Connection, session: Session, packet: ISubscribePacket, granted: number[], retainedFor: Subscription[]): void {
+  if (conn.state === 'closed') return;
   // [MQTT-3.8.4-1] SUBACK with the same packet id; one code per filter [MQTT-3.9.3-1].
   conn.write({ cmd: 'suback', messageId: packet.messageId, granted });
   const now = ctx.clock.now();
@@ -81,7 +93,7 @@ function subscribeOne(
   if (existing) ctx.subscriptions.remove(existing);
   session.subscriptions.set(request.topic, sub);
   ctx.subscriptions.add(sub);
-  if (session.persistent) ctx.persistence!.saveSubscription(session.clientId, sub);
+  if (session.stored) ctx.persistence!.saveSubscription(session.clientId, sub);
 
   // [MQTT-3.3.1-9] Retain Handling: 0 always, 1 only for a new subscription, 2 never;
   // never for shared subscriptions [MQTT-4.8.2-4 note].

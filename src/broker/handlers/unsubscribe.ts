@@ -12,7 +12,7 @@ export function handleUnsubscribe(ctx: BrokerContext, conn: Connection, packet: 
     if (sub) {
       session.subscriptions.delete(filter);
       ctx.subscriptions.remove(sub);
-      if (session.persistent) ctx.persistence!.deleteSubscription(session.clientId, filter);
+      if (session.stored) ctx.persistence!.deleteSubscription(session.clientId, filter);
       codes.push(RC.success);
     } else {
       codes.push(RC.noSubscriptionExisted);
