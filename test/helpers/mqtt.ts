@@ -76,8 +76,11 @@ export function noMessage(client: MqttClient, { forMs = 300 }: { forMs?: number 
   });
 }
 
-/** Waits for an event with a deadline. */
-export function waitFor<T = unknown>(emitter: Pick<NodeJS.EventEmitter, 'once' | 'off'>, event: string, { within = 2000 } = {}): Promise<T> {
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+type Listener = (...args: any[]) => void;
+
+/** Waits for an event with a deadline (any emitter with once/off: EventEmitter, MqttClient, sockets). */
+export function waitFor<T = unknown>(emitter: { once(event: string, fn: Listener): unknown; off(event: string, fn: Listener): unknown }, event: string, { within = 2000 } = {}): Promise<T> {
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => {
       emitter.off(event, on);
