@@ -38,6 +38,8 @@ export interface PublishInput {
   properties?: MessageProperties;
   /** Rule hops that produced it; the router stops cycles with this. */
   hops?: number;
+  /** The client id it is published as; default '' (signalbox itself). Bridges use `$bridge/<name>`. */
+  clientId?: string;
 }
 
 export interface Broker {
@@ -316,13 +318,13 @@ export function createBroker(config: BrokerConfig, deps: BrokerDeps): Broker {
         qos: input.qos ?? 0,
         retain: input.retain ?? false,
         properties: input.properties,
-        clientId: '',
+        clientId: input.clientId ?? '',
         timestamp: now,
         expiresAt: interval === undefined ? undefined : now + interval * 1000,
         hops: input.hops ?? 0,
       };
       try {
-        return Promise.resolve(ctx.accept(message, { clientId: '', protocolVersion: 5 }));
+        return Promise.resolve(ctx.accept(message, { clientId: message.clientId, protocolVersion: 5 }));
       } catch (err) {
         return Promise.reject(err);
       }

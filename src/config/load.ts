@@ -3,6 +3,7 @@ import path from 'node:path';
 import type { NamedOutput } from '../engine/outputs.js';
 import { outboxSchema, type ConnectorRegistry } from '../outputs/connector.js';
 import { createConnectorRegistry } from '../outputs/connectors.js';
+import { bridgeOutRules, type BridgeSettings } from '../outputs/bridge.js';
 import type { OutputRegistry } from '../outputs/registry.js';
 import { compileRuleFiles, type CompiledRules } from '../rules/compile.js';
 import type { ExpressionLimits } from '../rules/expression.js';
@@ -58,6 +59,10 @@ export function loadProject(configFile: string, options: LoadOptions): Project {
   }
   const namedOutputs = new Map(Object.entries(config.outputs).map(([name, o]) => [name, o.type]));
   const compiled = compileRuleFiles(sources, options.registry, { limits: config.limits, namedOutputs }, issues);
+  // A bridge's out mappings run as rules, through the same router, ordering and outbox.
+  for (const [name, output] of Object.entries(config.outputs)) {
+    if (output.type === 'bridge') compiled.rules.push(...bridgeOutRules(name, output.settings as BridgeSettings));
+  }
   if (issues.length > 0) throw new ConfigError(sortIssues(issues));
   return { config, compiled, ruleFiles };
 }

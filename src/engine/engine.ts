@@ -58,11 +58,17 @@ export function createEngine(config: Config, rules: readonly CompiledRule[], dep
   const history = new HistoryStore(db, { clock, log, batcher });
   const persistence = new SqliteBrokerPersistence(db, batcher);
   const deadLetters = new DeadLetterStore(db, { clock, log });
-  const outputs = new RemoteOutputs(config.outputs, deps.connectors ?? createConnectorRegistry(), { store: new OutboxStore(db, batcher, log), deadLetters, clock, log });
-
-  // The broker and the processor need each other: the processor republishes through the
-  // broker, the broker hands every message to the processor.
+  // The broker, the processor and the outputs need each other: the processor republishes
+  // and bridges publish in through the broker; the broker hands every message to the processor.
   let broker: Broker | undefined;
+  const outputs = new RemoteOutputs(config.outputs, deps.connectors ?? createConnectorRegistry(), {
+    store: new OutboxStore(db, batcher, log),
+    deadLetters,
+    clock,
+    log,
+    publishLocal: (input) => broker!.publish(input),
+  });
+
   const processor = new RuleProcessor(rules, config.engine.maxHops, {
     registry,
     deadLetters,

@@ -1,6 +1,6 @@
 import type { Clock } from '../clock.js';
 import type { Logger } from '../log.js';
-import type { ConnectorRegistry, OutboxSettings } from '../outputs/connector.js';
+import type { ConnectorDeps, ConnectorRegistry, OutboxSettings } from '../outputs/connector.js';
 import type { Effect } from '../outputs/types.js';
 import type { DeadLetterStore } from '../storage/dead-letters.js';
 import { StorageError } from '../storage/errors.js';
@@ -46,6 +46,8 @@ export interface OutputStatus extends DrainStats {
 
 export interface RemoteOutputsDeps {
   store: OutboxStore;
+  /** Publishes into the local broker (bridges' in direction). */
+  publishLocal?: ConnectorDeps['publishLocal'];
   deadLetters: Pick<DeadLetterStore, 'add'>;
   clock: Clock;
   log: Logger;
@@ -68,7 +70,7 @@ export class RemoteOutputs {
     for (const [name, output] of Object.entries(outputs)) {
       const type = connectors.get(output.type);
       if (!type) throw new Error(`output "${name}": unknown type "${output.type}"`);
-      const connector = type.create(name, output.settings, { log: deps.log.child({ output: name }), clock: deps.clock });
+      const connector = type.create(name, output.settings, { log: deps.log.child({ output: name }), clock: deps.clock, publishLocal: deps.publishLocal });
       const drain = new OutputDrain(name, connector, output.outbox, {
         store: deps.store,
         deadLetter: (letter) => deps.deadLetters.add(letter),

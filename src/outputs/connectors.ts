@@ -1,3 +1,4 @@
+import { bridgeConnector } from './bridge.js';
 import type { ConnectorRegistry, ConnectorType } from './connector.js';
 
 /**
@@ -6,7 +7,7 @@ import type { ConnectorRegistry, ConnectorType } from './connector.js';
  */
 export function createConnectorRegistry(extra: readonly ConnectorType[] = []): ConnectorRegistry {
   const registry = new Map<string, ConnectorType>();
-  for (const type of extra) {
+  for (const type of [bridgeConnector, ...extra] as ConnectorType[]) {
     if (registry.has(type.type)) throw new Error(`output type "${type.type}" registered twice`);
     registry.set(type.type, type);
   }

@@ -6,6 +6,7 @@ import { loadProject, type Project } from '../../src/config/load.js';
 import { createEngine, type Engine } from '../../src/engine/engine.js';
 import { silentLogger, type Logger } from '../../src/log.js';
 import type { ConnectorType } from '../../src/outputs/connector.js';
+import { createConnectorRegistry } from '../../src/outputs/connectors.js';
 import { createOutputRegistry } from '../../src/outputs/registry.js';
 import type { OutputType } from '../../src/outputs/types.js';
 
@@ -49,7 +50,7 @@ export async function startEngine(
 ): Promise<TestEngine> {
   const { dir, configFile, cleanup } = writeProject(files);
   const registry = createOutputRegistry(deps.actions ?? []);
-  const connectors = new Map((deps.connectors ?? []).map((c) => [c.type, c]));
+  const connectors = createConnectorRegistry(deps.connectors ?? []);
   let project: Project;
   try {
     project = loadProject(configFile, { explicit: true, registry, connectors, env: deps.env ?? process.env });

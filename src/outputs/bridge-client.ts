@@ -1,0 +1,266 @@
+import { readFileSync } from 'node:fs';
+import mqtt, { type IClientOptions, type IClientPublishOptions, type IPublishPacket, type MqttClient } from 'mqtt';
+import type { Clock, TimerHandle } from '../clock.js';
+import type { MessageProperties, QoS } from '../broker/types.js';
+import type { Logger } from '../log.js';
+import { matchesFilter } from '../topics/match.js';
+import type { BridgeSettings } from './bridge.js';
+import type { TopicMapping } from './bridge-mapping.js';
+import { OutputError, type Connector, type OutboxMessage } from './connector.js';
+
+/** MQTT 5 user property counting how many bridges a message crossed; bridges stop forwarding at `maxHops`. */
+export const HOPS_PROPERTY = 'signalbox-hops';
+
+/** Publishes into the local broker as if from a client (the bridge's in direction). */
+export type LocalPublish = (input: {
+  topic: string;
+  payload: Buffer;
+  qos: QoS;
+  retain: boolean;
+  properties?: MessageProperties;
+  clientId: string;
+}) => Promise<void>;
+
+export interface BridgeClientDeps {
+  log: Logger;
+  clock: Clock;
+  publishLocal: LocalPublish | undefined;
+  random?: () => number;
+}
+
+type State = 'connecting' | 'online' | 'offline' | 'stopped';
+
+/** How long one batch may wait for the remote's acknowledgements before it is retried. */
+const WRITE_TIMEOUT_MS = 30_000;
+
+/**
+ * One bridge: an MQTT.js connection to the remote broker. Out: the outbox drain hands it
+ * batches, which it publishes and confirms once the remote acknowledged them (PUBACK /
+ * PUBCOMP; QoS 0 once written). In: remote messages are published into the local broker,
+ * and a QoS 1/2 one is acknowledged to the remote only after the local commit. Reconnects
+ * with exponential backoff and jitter, and reports its state on both sides.
+ */
+export class BridgeClient implements Connector {
+  private client: MqttClient | undefined;
+  private state: State = 'connecting';
+  private failures = 0;
+  private reconnectTimer: TimerHandle | undefined;
+  private readonly localClientId: string;
+
+  constructor(
+    readonly name: string,
+    private readonly settings: BridgeSettings,
+    private readonly inMappings: readonly TopicMapping[],
+    private readonly deps: BridgeClientDeps,
+  ) {
+    this.localClientId = `$bridge/${name}`;
+  }
+
+  get connected(): boolean {
+    return this.state === 'online';
+  }
+
+  start(): void {
+    this.connect();
+  }
+
+  private options(): IClientOptions {
+    const s = this.settings;
+    const status = s.status;
+    const options: IClientOptions = {
+      clientId: s.clientId ?? `signalbox-${this.name}`,
+      username: s.username,
+      password: s.password,
+      protocolVersion: s.protocolVersion,
+      keepalive: s.keepalive,
+      clean: s.cleanSession,
+      reconnectPeriod: 0, // reconnects are ours, with backoff and jitter
+      connectTimeout: s.connectTimeoutMs,
+      queueQoSZero: false,
+      rejectUnauthorized: s.rejectUnauthorized,
+      customHandleAcks: this.onRemoteMessage,
+      will: { topic: status.topic, payload: Buffer.from(status.offline), qos: 1, retain: true },
+    };
+    if (s.protocolVersion === 5) options.properties = { sessionExpiryInterval: s.cleanSession ? 0 : s.sessionExpiryS };
+    if (s.ca) options.ca = readFileSync(s.ca);
+    if (s.cert) options.cert = readFileSync(s.cert);
+    if (s.key) options.key = readFileSync(s.key);
+    return options;
+  }
+
+  private connect(): void {
+    if (this.state === 'stopped') return;
+    this.setState('connecting');
+    let client: MqttClient;
+    try {
+      client = mqtt.connect(this.settings.url, this.options());
+    } catch (err) {
+      this.deps.log.error({ err, bridge: this.name }, 'bridge cannot connect: bad settings');
+      this.scheduleReconnect();
+      return;
+    }
+    this.client = client;
+    client.on('connect', () => void this.onConnect(client));
+    client.on('message', (_topic, _payload, packet) => {
+      if (packet.qos === 0) this.forwardIn(packet).catch(() => undefined);
+    });
+    client.on('error', (err) => {
+      const e = err as Error & { code?: string | number };
+      // A refused CONNACK, a TLS failure, an unreachable host: each says why.
+      this.deps.log.warn({ bridge: this.name, url: this.settings.url, error: e.message, code: e.code }, describeError(e));
+    });
+    client.on('close', () => {
+      if (this.client !== client) return;
+      if (this.state === 'online') this.deps.log.warn({ bridge: this.name, url: this.settings.url }, 'bridge disconnected from the remote broker');
+      this.setState('offline');
+      this.scheduleReconnect();
+    });
+  }
+
+  private async onConnect(client: MqttClient): Promise<void> {
+    this.failures = 0;
+    this.deps.log.info({ bridge: this.name, url: this.settings.url }, 'bridge connected');
+    const status = this.settings.status;
+    client.publish(status.topic, status.online, { qos: 1, retain: true });
+    const subs = this.inMappings.map((m, i) => ({ topic: m.from, qos: this.settings.in[i]!.qos }));
+    if (subs.length > 0) {
+      try {
+        // [MQTT-3.8.3-3] No Local: our own out-publishes on this connection never come back in.
+        const nl = this.settings.protocolVersion === 5;
+        await client.subscribeAsync(Object.fromEntries(subs.map((s) => [s.topic, { qos: s.qos as QoS, nl, rap: true }])));
+      } catch (err) {
+        this.deps.log.warn({ err, bridge: this.name }, 'bridge could not subscribe to its in mappings');
+      }
+    }
+    if (this.client === client) this.setState('online');
+  }
+
+  private setState(state: State): void {
+    if (this.state === state || this.state === 'stopped') return;
+    this.state = state;
+    this.deps.publishLocal?.({ topic: `$SYS/signalbox/bridges/${this.name}/state`, payload: Buffer.from(state), qos: 0, retain: true, clientId: this.localClientId }).catch(() => undefined);
+  }
+
+  private scheduleReconnect(): void {
+    if (this.state === 'stopped' || this.reconnectTimer) return;
+    this.failures++;
+    const { retryMinMs, retryMaxMs } = this.settings.reconnect;
+    const ceiling = Math.min(retryMaxMs, retryMinMs * 2 ** Math.min(this.failures - 1, 30));
+    const delay = Math.round(retryMinMs + (ceiling - retryMinMs) * (this.deps.random ?? Math.random)());
+    this.reconnectTimer = this.deps.clock.setTimeout(() => {
+      this.reconnectTimer = undefined;
+      const old = this.client;
+      this.client = undefined;
+      old?.removeAllListeners();
+      old?.on('error', () => undefined);
+      old?.end(true);
+      this.connect();
+    }, delay);
+  }
+
+  /** QoS 1/2 from the remote: publish locally; the remote gets PUBACK/PUBREC after the local commit. */
+  private readonly onRemoteMessage = (_topic: string, _payload: Buffer, packet: IPublishPacket, done: (error: Error | number, code?: number) => void): void => {
+    this.forwardIn(packet).then(
+      () => done(0),
+      (err: unknown) => {
+        this.deps.log.warn({ err, bridge: this.name, topic: packet.topic }, 'remote message not stored locally; not acknowledged (the remote resends it)');
+        done(err instanceof Error ? err : new Error(String(err)));
+        this.client?.stream.destroy();
+      },
+    );
+  };
+
+  private forwardIn(packet: IPublishPacket): Promise<void> {
+    const mapping = this.inMappings.find((m) => matchesFilter(m.from, packet.topic));
+    if (!mapping || !this.deps.publishLocal) return Promise.resolve();
+    const { topicAlias: _a, subscriptionIdentifier: _s, ...properties } = packet.properties ?? {};
+    return this.deps.publishLocal({
+      topic: mapping.map(packet.topic),
+      payload: packet.payload as Buffer,
+      qos: packet.qos,
+      retain: packet.retain,
+      properties: Object.keys(properties).length > 0 ? (properties as MessageProperties) : undefined,
+      clientId: this.localClientId,
+    });
+  }
+
+  async write(batch: readonly OutboxMessage[]): Promise<void> {
+    const client = this.client;
+    if (!client || this.state !== 'online') {
+      throw new OutputError(`bridge "${this.name}" is not connected to ${this.settings.url}`, { retryable: true });
+    }
+    // Respect the remote's Receive Maximum: never more unacknowledged than it allows.
+    const window = Math.max(1, Math.min(batch.length, client.options.properties?.receiveMaximum ?? 65_535, this.remoteReceiveMaximum(client)));
+    for (let i = 0; i < batch.length; i += window) {
+      await this.publishChunk(client, batch.slice(i, i + window));
+    }
+  }
+
+  private remoteReceiveMaximum(client: MqttClient): number {
+    const connack = (client as unknown as { _connack?: { properties?: { receiveMaximum?: number } } })._connack;
+    return connack?.properties?.receiveMaximum ?? 65_535;
+  }
+
+  private publishChunk(client: MqttClient, chunk: readonly OutboxMessage[]): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      let pending = chunk.length;
+      let settled = false;
+      const finish = (err?: Error) => {
+        if (settled) return;
+        settled = true;
+        this.deps.clock.clearTimeout(timer);
+        client.off('close', onClose);
+        if (err) reject(err);
+        else resolve();
+      };
+      const onClose = () => finish(new OutputError(`bridge "${this.name}" lost its connection during a write`, { retryable: true }));
+      const timer = this.deps.clock.setTimeout(() => finish(new OutputError(`bridge "${this.name}": no acknowledgement within ${WRITE_TIMEOUT_MS} ms`, { retryable: true })), WRITE_TIMEOUT_MS);
+      client.once('close', onClose);
+      for (const m of chunk) {
+        client.publish(m.topic, m.payload, this.publishOptions(m), (err) => {
+          if (err) {
+            // The remote refused this message (too large for it, a failure reason code): permanent.
+            const refused = (err as { code?: number }).code !== undefined || /exceeds|maximum packet/i.test(err.message);
+            finish(new OutputError(`bridge "${this.name}": ${err.message}`, { retryable: !refused, code: refused ? 'SB_ERR_OUTPUT_REJECTED' : undefined }));
+            return;
+          }
+          if (--pending === 0) finish();
+        });
+      }
+    });
+  }
+
+  private publishOptions(m: OutboxMessage): IClientPublishOptions {
+    const options: IClientPublishOptions = { qos: m.qos, retain: m.retain };
+    if (this.settings.protocolVersion === 5) {
+      const up = { ...(m.properties?.userProperties ?? {}) } as Record<string, string | string[]>;
+      const hops = Number(Array.isArray(up[HOPS_PROPERTY]) ? up[HOPS_PROPERTY]![0] : (up[HOPS_PROPERTY] ?? 0)) || 0;
+      up[HOPS_PROPERTY] = String(hops + 1);
+      options.properties = { ...(m.properties ?? {}), userProperties: up };
+    }
+    return options;
+  }
+
+  async close(): Promise<void> {
+    const client = this.client;
+    this.state = 'stopped';
+    if (this.reconnectTimer) this.deps.clock.clearTimeout(this.reconnectTimer);
+    this.reconnectTimer = undefined;
+    this.client = undefined;
+    if (!client) return;
+    if (client.connected) {
+      // A clean stop says offline itself (the will covers a crash).
+      await new Promise<void>((resolve) => client.publish(this.settings.status.topic, this.settings.status.offline, { qos: 1, retain: true }, () => resolve()));
+    }
+    await client.endAsync().catch(() => undefined);
+    this.deps.publishLocal?.({ topic: `$SYS/signalbox/bridges/${this.name}/state`, payload: Buffer.from('stopped'), qos: 0, retain: true, clientId: this.localClientId }).catch(() => undefined);
+  }
+}
+
+function describeError(e: Error & { code?: string | number }): string {
+  if (typeof e.code === 'number') return `bridge connection refused by the remote broker (CONNACK code ${e.code}): check username, password and client id`;
+  if (e.code === 'ECONNREFUSED') return 'bridge cannot reach the remote broker (connection refused); retrying';
+  if (e.code === 'ENOTFOUND' || e.code === 'EAI_AGAIN') return 'bridge cannot resolve the remote host; retrying';
+  if (typeof e.code === 'string' && (e.code.startsWith('ERR_TLS') || e.code.includes('CERT') || e.code.startsWith('ERR_SSL'))) return 'bridge TLS handshake failed: check ca, cert, key and the server name';
+  return 'bridge connection error; retrying';
+}
