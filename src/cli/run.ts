@@ -50,8 +50,9 @@ export async function runCommand(options: RunOptions, log: Logger): Promise<numb
   }
   const reloader = new RuleReloader({
     dir: config.rulesDir,
-    load: () => loadProject(options.config, { explicit: options.configExplicit, registry }).compiled.rules,
-    apply: (rules) => engine.setRules(rules),
+    configFile: config.file,
+    load: () => loadProject(options.config, { explicit: options.configExplicit, registry }),
+    apply: (next) => engine.reload(next),
     log,
     clock: systemClock,
   });

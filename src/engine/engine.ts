@@ -1,7 +1,7 @@
 import type Database from 'better-sqlite3';
 import { createBroker, type Broker } from '../broker/broker.js';
 import { systemClock, type Clock } from '../clock.js';
-import type { Config } from '../config/load.js';
+import type { Config, Project } from '../config/load.js';
 import type { Logger } from '../log.js';
 import type { OutputRegistry } from '../outputs/registry.js';
 import type { CompiledRule } from '../rules/compile.js';
@@ -40,6 +40,11 @@ export interface Engine {
   readonly outputs: RemoteOutputs;
   /** Replaces the running rules at once (after they were validated). */
   setRules(rules: readonly CompiledRule[]): void;
+  /**
+   * Applies a reloaded project: the rules at once, and the outputs that changed (others,
+   * bridges included, keep running). Broker settings need a restart.
+   */
+  reload(project: Project): Promise<void>;
   /** Stops the broker, finishes rule work, flushes history, closes the database. */
   close(): Promise<void>;
 }
@@ -91,6 +96,13 @@ export function createEngine(config: Config, rules: readonly CompiledRule[], dep
     deadLetters,
     outputs,
     setRules: (next) => processor.setRules(next),
+    async reload(project) {
+      processor.setRules(project.compiled.rules);
+      await outputs.reconcile(project.config.outputs);
+      if (JSON.stringify(project.config.broker) !== JSON.stringify(config.broker)) {
+        log.warn('broker settings changed: restart signalbox to apply them');
+      }
+    },
     async close() {
       await b.close();
       await redriver.stop();

@@ -25,6 +25,8 @@ export const QUOTA_EXCEEDED = 0x97;
 interface Running {
   readonly name: string;
   readonly type: string;
+  /** The settings it runs with, to tell a changed output on reload. */
+  readonly config: string;
   readonly outbox: OutboxSettings;
   readonly drain: OutputDrain;
   notifyPending: boolean;
@@ -62,27 +64,57 @@ export interface RemoteOutputsDeps {
 export class RemoteOutputs {
   private readonly running = new Map<string, Running>();
 
+  private started = false;
+
   constructor(
     outputs: Readonly<Record<string, NamedOutput>>,
-    connectors: ConnectorRegistry,
+    private readonly connectors: ConnectorRegistry,
     private readonly deps: RemoteOutputsDeps,
   ) {
-    for (const [name, output] of Object.entries(outputs)) {
-      const type = connectors.get(output.type);
-      if (!type) throw new Error(`output "${name}": unknown type "${output.type}"`);
-      const connector = type.create(name, output.settings, { log: deps.log.child({ output: name }), clock: deps.clock, publishLocal: deps.publishLocal });
-      const drain = new OutputDrain(name, connector, output.outbox, {
-        store: deps.store,
-        deadLetter: (letter) => deps.deadLetters.add(letter),
-        clock: deps.clock,
-        log: deps.log,
-      });
-      this.running.set(name, { name, type: output.type, outbox: output.outbox, drain, notifyPending: false, oldest: undefined, oldestCheckedAt: -Infinity, blocked: 0, dropped: 0, lastCapLog: -Infinity });
-    }
+    for (const [name, output] of Object.entries(outputs)) this.running.set(name, this.create(name, output));
+  }
+
+  private create(name: string, output: NamedOutput): Running {
+    const deps = this.deps;
+    const type = this.connectors.get(output.type);
+    if (!type) throw new Error(`output "${name}": unknown type "${output.type}"`);
+    const connector = type.create(name, output.settings, { log: deps.log.child({ output: name }), clock: deps.clock, publishLocal: deps.publishLocal });
+    const drain = new OutputDrain(name, connector, output.outbox, {
+      store: deps.store,
+      deadLetter: (letter) => deps.deadLetters.add(letter),
+      clock: deps.clock,
+      log: deps.log,
+    });
+    return { name, type: output.type, config: JSON.stringify(output), outbox: output.outbox, drain, notifyPending: false, oldest: undefined, oldestCheckedAt: -Infinity, blocked: 0, dropped: 0, lastCapLog: -Infinity };
   }
 
   start(): void {
+    this.started = true;
     for (const r of this.running.values()) r.drain.start();
+  }
+
+  /**
+   * Applies a reloaded `outputs:` section without touching outputs whose settings did not
+   * change: removed ones stop, new ones start, changed ones restart with the new settings.
+   * What waits in an outbox stays on disk throughout.
+   */
+  async reconcile(outputs: Readonly<Record<string, NamedOutput>>): Promise<void> {
+    const log = this.deps.log;
+    for (const [name, r] of [...this.running]) {
+      const next = outputs[name];
+      if (next && JSON.stringify(next) === r.config) continue;
+      this.running.delete(name);
+      await r.drain.close();
+      const waiting = this.deps.store.depth(name).count;
+      if (!next) log.info({ output: name, waiting }, waiting > 0 ? 'output removed; its undelivered messages stay in the outbox until it is configured again' : 'output removed');
+    }
+    for (const [name, output] of Object.entries(outputs)) {
+      if (this.running.has(name)) continue;
+      const r = this.create(name, output);
+      this.running.set(name, r);
+      if (this.started) r.drain.start();
+      log.info({ output: name, type: output.type }, 'output started');
+    }
   }
 
   /**

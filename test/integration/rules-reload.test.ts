@@ -106,8 +106,8 @@ describe('RuleReloader against a running engine', () => {
     const registry = createOutputRegistry();
     const reloader = new RuleReloader({
       dir: te.project.config.rulesDir,
-      load: () => loadProject(te.configFile, { explicit: true, registry, env: process.env }).compiled.rules,
-      apply: (next) => te.engine.setRules(next),
+      load: () => loadProject(te.configFile, { explicit: true, registry, env: process.env }),
+      apply: (next) => te.engine.reload(next),
       log: capture.log,
       clock: systemClock,
     });
@@ -182,8 +182,8 @@ describe('RuleReloader against a running engine', () => {
     const registry = createOutputRegistry();
     const reloader = new RuleReloader({
       dir: undefined,
-      load: () => loadProject(te.configFile, { explicit: true, registry, env: process.env }).compiled.rules,
-      apply: (next) => te.engine.setRules(next),
+      load: () => loadProject(te.configFile, { explicit: true, registry, env: process.env }),
+      apply: (next) => te.engine.reload(next),
       log: capture.log,
       clock: systemClock,
     });
