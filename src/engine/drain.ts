@@ -1,5 +1,6 @@
 import type { Clock, TimerHandle } from '../clock.js';
 import type { Logger } from '../log.js';
+import { backoffDelay } from '../outputs/backoff.js';
 import { OutputError, type Connector, type OutboxMessage, type OutboxSettings } from '../outputs/connector.js';
 import type { DeadLetter } from '../storage/dead-letters.js';
 import type { OutboxStore } from '../storage/outbox.js';
@@ -153,28 +154,21 @@ export class OutputDrain {
     void store.removeOne(this.name, m.seq).catch(() => undefined);
   }
 
-  /** Exponential backoff with full jitter between retryMinMs and retryMaxMs. */
   private backoff(failures: number): number {
-    const { retryMinMs, retryMaxMs } = this.settings;
-    const ceiling = Math.min(retryMaxMs, retryMinMs * 2 ** Math.min(failures - 1, 30));
-    const random = this.deps.random ?? Math.random;
-    return Math.round(retryMinMs + (ceiling - retryMinMs) * random());
+    return backoffDelay(failures, this.settings.retryMinMs, this.settings.retryMaxMs, this.deps.random);
   }
 
+  /** Waits until new rows arrive (notify) or IDLE_POLL_MS passed. */
   private idle(): Promise<void> {
-    return new Promise((resolve) => {
-      const done = () => {
-        if (this.timer) this.deps.clock.clearTimeout(this.timer);
-        this.timer = undefined;
-        this.wake = undefined;
-        resolve();
-      };
-      this.wake = done;
-      this.timer = this.deps.clock.setTimeout(done, IDLE_POLL_MS);
-    });
+    return this.wait(IDLE_POLL_MS, true);
   }
 
+  /** Waits `ms`; new rows (notify) do not cut a backoff short, close() does. */
   private sleep(ms: number): Promise<void> {
+    return this.wait(ms, false);
+  }
+
+  private wait(ms: number, wakeOnNotify: boolean): Promise<void> {
     return new Promise((resolve) => {
       const done = () => {
         if (this.timer) this.deps.clock.clearTimeout(this.timer);
@@ -182,9 +176,8 @@ export class OutputDrain {
         this.wake = undefined;
         resolve();
       };
-      // close() wakes a sleeping drain too; new rows (notify) do not cut a backoff short.
       this.wake = () => {
-        if (this.stopped) done();
+        if (wakeOnNotify || this.stopped) done();
       };
       this.timer = this.deps.clock.setTimeout(done, ms);
     });

@@ -102,3 +102,11 @@ export function encodePayload(value: unknown): Buffer {
   if (Buffer.isBuffer(value)) return value;
   return Buffer.from(JSON.stringify(value), 'utf8');
 }
+
+/** The input's MQTT 5 properties back in broker form (correlation data as bytes); undefined when there are none. */
+export function messageProperties(input: RuleInput): MessageProperties | undefined {
+  const p = input.properties;
+  if (!p || Object.keys(p).length === 0) return undefined;
+  const { correlationData, ...rest } = p;
+  return correlationData === undefined ? rest : { ...rest, correlationData: Buffer.from(correlationData, 'utf8') };
+}

@@ -6,6 +6,7 @@ import type { Logger } from '../log.js';
 import { matchesFilter } from '../topics/match.js';
 import type { BridgeSettings } from './bridge.js';
 import type { TopicMapping } from './bridge-mapping.js';
+import { backoffDelay } from './backoff.js';
 import { OutputError, type Connector, type OutboxMessage } from './connector.js';
 
 /** MQTT 5 user property counting how many bridges a message crossed; bridges stop forwarding at `maxHops`. */
@@ -145,8 +146,7 @@ export class BridgeClient implements Connector {
     if (this.state === 'stopped' || this.reconnectTimer) return;
     this.failures++;
     const { retryMinMs, retryMaxMs } = this.settings.reconnect;
-    const ceiling = Math.min(retryMaxMs, retryMinMs * 2 ** Math.min(this.failures - 1, 30));
-    const delay = Math.round(retryMinMs + (ceiling - retryMinMs) * (this.deps.random ?? Math.random)());
+    const delay = backoffDelay(this.failures, retryMinMs, retryMaxMs, this.deps.random);
     this.reconnectTimer = this.deps.clock.setTimeout(() => {
       this.reconnectTimer = undefined;
       const old = this.client;

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import type { CompiledRule } from '../rules/compile.js';
-import { payloadBytes, type RuleInput } from '../engine/message.js';
+import { messageProperties, payloadBytes, type RuleInput } from '../engine/message.js';
 import { BridgeClient, HOPS_PROPERTY } from './bridge-client.js';
 import { compileMapping, mappingsEcho, type TopicMapping } from './bridge-mapping.js';
 import { qosSchema } from './common.js';
@@ -151,7 +151,7 @@ export function bridgeOutRules(name: string, settings: BridgeSettings): Compiled
                 payload: payloadBytes(input),
                 qos: m.qos ?? input.qos,
                 retain: m.retain === 'keep' ? input.retain : m.retain === 'always',
-                properties: Object.keys(input.properties).length > 0 ? toProperties(input) : undefined,
+                properties: messageProperties(input),
                 source: { clientId: input.clientId, timestamp: input.timestamp, hops: input.hops },
               },
             ];
@@ -160,9 +160,4 @@ export function bridgeOutRules(name: string, settings: BridgeSettings): Compiled
       ],
     };
   });
-}
-
-function toProperties(input: RuleInput): Effect['properties'] {
-  const { correlationData, ...rest } = input.properties;
-  return correlationData === undefined ? rest : { ...rest, correlationData: Buffer.from(correlationData, 'utf8') };
 }

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { payloadBytes, type RuleInput } from '../engine/message.js';
+import { messageProperties, payloadBytes, type RuleInput } from '../engine/message.js';
 import { compileSetting, qosSchema } from './common.js';
 import { ActionConfigError, type CompiledAction, type Effect, type OutputType } from './types.js';
 
@@ -58,7 +58,7 @@ export function remoteActionType<S extends z.ZodObject>(options: {
               payload: payloadBytes(input),
               qos: s.qos ?? input.qos,
               retain: s.retain ?? input.retain,
-              properties: input.properties && Object.keys(input.properties).length > 0 ? toProperties(input) : undefined,
+              properties: messageProperties(input),
               data,
               source: { clientId: input.clientId, timestamp: input.timestamp, hops: input.hops },
             },
@@ -75,9 +75,4 @@ export function remoteActionType<S extends z.ZodObject>(options: {
       };
     },
   };
-}
-
-function toProperties(input: RuleInput): Effect['properties'] {
-  const { correlationData, ...rest } = input.properties;
-  return correlationData === undefined ? rest : { ...rest, correlationData: Buffer.from(correlationData, 'utf8') };
 }

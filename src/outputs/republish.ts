@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import type { MessageProperties } from '../broker/types.js';
-import { payloadBytes, type RuleInput } from '../engine/message.js';
+import { messageProperties, payloadBytes, type RuleInput } from '../engine/message.js';
 import type { CompiledTemplate } from '../rules/template.js';
 import { compileSetting, qosSchema } from './common.js';
 import type { CompiledAction, Effect, OutputType } from './types.js';
@@ -55,7 +55,7 @@ export const republishOutput: OutputType<typeof schema> = {
         const renderedTopic = topic.isConstant ? topic.source : await topic.render(input);
         let properties = input.properties as MessageProperties | undefined;
         if (override) {
-          const p: MessageProperties = { ...toMessageProperties(input) };
+          const p: MessageProperties = { ...messageProperties(input) };
           for (const [key, tpl] of stringProps) {
             const value = await tpl.render(input);
             if (key === 'correlationData') p.correlationData = Buffer.from(value, 'utf8');
@@ -70,7 +70,7 @@ export const republishOutput: OutputType<typeof schema> = {
           }
           properties = p;
         } else {
-          properties = toMessageProperties(input);
+          properties = messageProperties(input);
         }
         return [
           {
@@ -103,11 +103,3 @@ export const republishOutput: OutputType<typeof schema> = {
     };
   },
 };
-
-/** The input's MQTT 5 properties back in broker form (correlation data as bytes); undefined when there are none. */
-function toMessageProperties(input: RuleInput): MessageProperties | undefined {
-  const p = input.properties;
-  if (!p || Object.keys(p).length === 0) return undefined;
-  const { correlationData, ...rest } = p;
-  return correlationData === undefined ? rest : { ...rest, correlationData: Buffer.from(correlationData, 'utf8') };
-}
