@@ -21,14 +21,14 @@ export interface DeadLettersOptions {
  * output's letter back into its outbox. Returns the exit code.
  */
 export function deadLettersCommand(options: DeadLettersOptions, out: NodeJS.WritableStream, err: NodeJS.WritableStream = process.stderr): number {
-  if (!existsSync(options.dbPath)) {
-    err.write(`no dead letters: no database at ${options.dbPath} yet\n`);
-    return options.action === 'list' ? 0 : 1;
-  }
   const selectors = (options.ids.length > 0 ? 1 : 0) + (options.rule !== undefined ? 1 : 0) + (options.all ? 1 : 0);
   if (options.action !== 'list' && selectors !== 1) {
     err.write(`dead-letters ${options.action}: name the letters: ids, --rule <id>, or --all (exactly one)\n`);
     return 2;
+  }
+  if (!existsSync(options.dbPath)) {
+    err.write(`no dead letters: no database at ${options.dbPath} yet\n`);
+    return options.action === 'list' ? 0 : 1;
   }
   let db;
   try {

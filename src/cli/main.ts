@@ -40,7 +40,7 @@ function wholeNumber(value: string): number {
 function storagePath(opts: ConfigOption, cmd: Command): string | undefined {
   const { config, configExplicit } = configOf(opts, cmd);
   const issues: ConfigIssue[] = [];
-  const loaded = loadConfigFile(config, { explicit: configExplicit }, issues);
+  const loaded = loadConfigFile(config, { explicit: configExplicit, skipOutputs: true }, issues);
   if (!loaded) {
     process.stderr.write(`${formatIssues(issues)}\n${issues.length} problem(s)\n`);
     return undefined;

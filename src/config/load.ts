@@ -39,6 +39,8 @@ export interface LoadOptions {
   ruleFiles?: readonly string[];
   /** Types of named outputs (`outputs.<name>.type`). Default: the built-in ones. */
   connectors?: ConnectorRegistry;
+  /** Leave `outputs:` unchecked (tools that only read storage need not know every output type). */
+  skipOutputs?: boolean;
 }
 
 /**
@@ -68,7 +70,7 @@ export function loadProject(configFile: string, options: LoadOptions): Project {
 }
 
 /** Loads and validates signalbox.yaml alone (no rules). */
-export function loadConfigFile(configFile: string, options: Pick<LoadOptions, 'explicit' | 'env' | 'connectors'>, issues: ConfigIssue[]): Config | undefined {
+export function loadConfigFile(configFile: string, options: Pick<LoadOptions, 'explicit' | 'env' | 'connectors' | 'skipOutputs'>, issues: ConfigIssue[]): Config | undefined {
   let data: unknown = {};
   let source: YamlSource | undefined;
   const file = path.relative(process.cwd(), configFile) || configFile;
@@ -84,7 +86,7 @@ export function loadConfigFile(configFile: string, options: Pick<LoadOptions, 'e
   }
   const parsed = source ? source.validate(configSchema, data, issues) : configSchema.parse({});
   if (!parsed) return undefined;
-  const outputs = source ? validateOutputs(source, parsed.outputs, options.connectors ?? createConnectorRegistry(), issues) : {};
+  const outputs = source && !options.skipOutputs ? validateOutputs(source, parsed.outputs, options.connectors ?? createConnectorRegistry(), issues) : {};
   if (!outputs) return undefined;
   const base = source ? path.dirname(path.resolve(configFile)) : process.cwd();
   return {

@@ -128,6 +128,7 @@ export class OutputDrain {
       await this.sleep(delay);
       return;
     }
+    store.recordAttempt(this.name, batch[0]!.seq, batch[batch.length - 1]!.seq);
     if (batch.length > 1) {
       // Which message did the target refuse? Resend this batch one message at a time.
       this.singles = batch.length;

@@ -31,8 +31,9 @@ export interface RuleProperties {
 
 const RAW = Symbol('raw');
 const TRANSFORMED = Symbol('transformed');
+const PROPERTIES = Symbol('properties');
 
-type Tagged = RuleInput & { [RAW]?: Buffer; [TRANSFORMED]?: boolean };
+type Tagged = RuleInput & { [RAW]?: Buffer; [TRANSFORMED]?: boolean; [PROPERTIES]?: MessageProperties };
 
 /** Parses a payload: JSON when it parses, else UTF-8 text. */
 export function parsePayload(payload: Buffer): unknown {
@@ -63,6 +64,8 @@ export function toRuleInput(message: Message): RuleInput {
     hops: message.hops,
   };
   Object.defineProperty(input, RAW, { value: message.payload, enumerable: false });
+  // The original properties, so outputs pass on bytes (correlation data) JSONata only sees as text.
+  Object.defineProperty(input, PROPERTIES, { value: message.properties, enumerable: false });
   return input;
 }
 
@@ -82,6 +85,7 @@ function toRuleProperties(p: MessageProperties | undefined): RuleProperties {
 export function withPayload(input: RuleInput, payload: unknown): RuleInput {
   const next: Tagged = { ...input, payload };
   Object.defineProperty(next, TRANSFORMED, { value: true, enumerable: false });
+  Object.defineProperty(next, PROPERTIES, { value: (input as Tagged)[PROPERTIES], enumerable: false });
   return next;
 }
 
@@ -105,6 +109,8 @@ export function encodePayload(value: unknown): Buffer {
 
 /** The input's MQTT 5 properties back in broker form (correlation data as bytes); undefined when there are none. */
 export function messageProperties(input: RuleInput): MessageProperties | undefined {
+  const tagged = input as Tagged;
+  if (PROPERTIES in tagged) return tagged[PROPERTIES];
   const p = input.properties;
   if (!p || Object.keys(p).length === 0) return undefined;
   const { correlationData, ...rest } = p;

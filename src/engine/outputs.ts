@@ -149,7 +149,11 @@ export class RemoteOutputs {
 
   private overCap(r: Running, incoming: number): boolean {
     const depth = this.deps.store.depth(r.name);
-    if (depth.count === 0) return false;
+    if (depth.count === 0) {
+      r.oldest = undefined;
+      r.oldestCheckedAt = -Infinity;
+      return false;
+    }
     if (depth.bytes + incoming > r.outbox.maxBytes) return true;
     const now = this.deps.clock.now();
     if (now - r.oldestCheckedAt >= AGE_CHECK_INTERVAL_MS) {
@@ -162,12 +166,16 @@ export class RemoteOutputs {
   private dropOldest(r: Running, incoming: number): void {
     const store = this.deps.store;
     const now = this.deps.clock.now();
+    // Rows of the open batch are not visible yet; commit them so they can be dropped too.
+    store.flush();
     let dropped = 0;
+    let after = 0;
     for (let round = 0; round < 100; round++) {
-      const page = store.read(r.name, 0, 100);
+      const page = store.read(r.name, after, 100);
       if (page.length === 0) break;
       let done = false;
       for (const m of page) {
+        after = m.seq;
         const depth = store.depth(r.name);
         const tooBig = depth.bytes + incoming > r.outbox.maxBytes;
         const tooOld = now - m.time > r.outbox.maxAge;

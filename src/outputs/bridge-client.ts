@@ -172,10 +172,14 @@ export class BridgeClient implements Connector {
 
   private forwardIn(packet: IPublishPacket): Promise<void> {
     const mapping = this.inMappings.find((m) => matchesFilter(m.from, packet.topic));
-    if (!mapping || !this.deps.publishLocal) return Promise.resolve();
+    const topic = mapping?.map(packet.topic);
+    if (topic === undefined || !this.deps.publishLocal) {
+      this.deps.log.debug({ bridge: this.name, topic: packet.topic }, 'remote message maps to no local topic; skipped');
+      return Promise.resolve();
+    }
     const { topicAlias: _a, subscriptionIdentifier: _s, ...properties } = packet.properties ?? {};
     return this.deps.publishLocal({
-      topic: mapping.map(packet.topic),
+      topic,
       payload: packet.payload as Buffer,
       qos: packet.qos,
       retain: packet.retain,

@@ -142,12 +142,14 @@ export function bridgeOutRules(name: string, settings: BridgeSettings): Compiled
           plan(input: RuleInput, ruleId: string): Effect[] {
             if (cameFrom(input, name) || input.topic.startsWith('$')) return [];
             if (hopsOf(input) >= settings.maxHops) return [];
+            const topic = mapping.map(input.topic);
+            if (topic === undefined) return [];
             return [
               {
                 type: 'bridge',
                 output: name,
                 ruleId,
-                topic: mapping.map(input.topic),
+                topic,
                 payload: payloadBytes(input),
                 qos: m.qos ?? input.qos,
                 retain: m.retain === 'keep' ? input.retain : m.retain === 'always',

@@ -1,7 +1,7 @@
 import type BetterSqlite3 from 'better-sqlite3';
 import type { Clock, TimerHandle } from '../clock.js';
 import type { Logger } from '../log.js';
-import { toStorageError, type StorageError } from './errors.js';
+import { StorageError, toStorageError } from './errors.js';
 
 /** A write that runs inside the batch's transaction: `fn(arg)`, synchronous (better-sqlite3). */
 export type WriteOp<T> = (arg: T) => void;
@@ -85,7 +85,7 @@ export class WriteBatcher {
    * (nothing of the batch was written; retry when `retryable`).
    */
   write<T>(fn: WriteOp<T>, arg: T): Promise<void> {
-    if (this.closed) return Promise.reject(new Error('storage is closed'));
+    if (this.closed) return Promise.reject(new StorageError('SB_ERR_STORAGE_IO', `${this.db.name}: storage is closed`, { file: this.db.name, retryable: false }));
     let batch = this.batch;
     if (batch === undefined) {
       batch = this.open();

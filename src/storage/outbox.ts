@@ -90,6 +90,11 @@ export class OutboxStore {
     return this.batcher.write(this.insertRow, [output, effect]);
   }
 
+  /** Commits what is queued now, so `read` sees it. */
+  flush(): void {
+    this.batcher.commit();
+  }
+
   /** The oldest committed rows of `output` after `afterSeq`, at most `limit`. */
   read(output: string, afterSeq: number, limit: number): OutboxMessage[] {
     const rows = this.selectPage.all(output, afterSeq, limit) as OutboxRow[];

@@ -4,12 +4,14 @@ import { remoteActionFields, remoteActionType } from '../../src/outputs/remote.j
 
 /**
  * A remote output for tests: records what it was given, and fails on command. `mode`
- * `down` throws retryable errors (the target is unreachable), `reject` throws permanent
- * errors for messages whose payload contains `poison`.
+ * `down` throws retryable errors (the target is unreachable); messages `refuses` matches
+ * (by default, payloads containing `poison`) are refused with a permanent error.
  */
 export class TestTarget {
   readonly received: OutboxMessage[] = [];
   mode: 'up' | 'down' = 'up';
+  /** Which messages the target refuses for good. Default: payloads containing `poison`. */
+  refuses: (message: OutboxMessage) => boolean = (m) => m.payload.includes('poison');
   writes = 0;
   failures = 0;
   private waiters: { count: number; resolve: () => void }[] = [];
@@ -20,7 +22,7 @@ export class TestTarget {
       this.failures++;
       throw new OutputError('test target is down', { retryable: true });
     }
-    if (batch.some((m) => m.payload.includes('poison'))) {
+    if (batch.some((m) => this.refuses(m))) {
       this.failures++;
       throw new OutputError('test target refuses poison', { retryable: false, code: 'SB_ERR_TEST_POISON' });
     }
@@ -42,7 +44,11 @@ export class TestTarget {
   }
 }
 
-/** The `test` connector type (outputs.<name>.type: test) delivering to `targets[name]`. */
+/**
+ * The `test` connector type (outputs.<name>.type: test) delivering to `targets[name]`
+ * (created on first use). A connector refuses writes after `close()` with a retryable
+ * OutputError, as the output contract asks; `close()` may be called more than once.
+ */
 export function testConnector(targets: Record<string, TestTarget>): ConnectorType {
   return {
     type: 'test',
@@ -50,7 +56,13 @@ export function testConnector(targets: Record<string, TestTarget>): ConnectorTyp
     schema: z.object({}).strict(),
     create(name) {
       const target = (targets[name] ??= new TestTarget());
-      return { write: (batch) => target.write(batch), close: async () => undefined };
+      let closed = false;
+      return {
+        write: (batch) => (closed ? Promise.reject(new OutputError(`test output "${name}" is closed`, { retryable: true })) : target.write(batch)),
+        close: async () => {
+          closed = true;
+        },
+      };
     },
   };
 }
