@@ -34,14 +34,24 @@ export interface Received {
   packet: IPublishPacket;
 }
 
+/**
+ * Marks a promise as handled without changing what it resolves or rejects with: tests start
+ * waiting before they publish and await later, so a rejection in between must not count as
+ * unhandled.
+ */
+function quiet<T>(promise: Promise<T>): Promise<T> {
+  promise.catch(() => undefined);
+  return promise;
+}
+
 /** Resolves with the next message the client receives, or rejects after `within` ms. */
 export function nextMessage(client: MqttClient, { within = 2000 }: { within?: number } = {}): Promise<Received> {
-  return collect(client, 1, { within }).then((all) => all[0]!);
+  return quiet(collect(client, 1, { within }).then((all) => all[0]!));
 }
 
 /** Resolves with the next `count` messages the client receives, or rejects after `within` ms. */
 export function collect(client: MqttClient, count: number, { within = 2000 }: { within?: number } = {}): Promise<Received[]> {
-  return new Promise((resolve, reject) => {
+  return quiet(new Promise((resolve, reject) => {
     const got: Received[] = [];
     const onMessage = (topic: string, payload: Buffer, packet: IPublishPacket) => {
       got.push({ topic, payload, packet });
@@ -57,7 +67,7 @@ export function collect(client: MqttClient, count: number, { within = 2000 }: { 
       resolve(got);
     };
     client.on('message', onMessage);
-  });
+  }));
 }
 
 /** Resolves when no message arrives for `forMs` ms; rejects with the message if one does. */

@@ -4,12 +4,8 @@ import * as helpers from '../helpers/mqtt.js';
 import { connect, startBroker, type TestBroker } from '../helpers/mqtt.js';
 
 /** Marks a wait started early as handled: its rejection still fails the test where it is awaited, never as an unhandled error. */
-function quiet<T>(promise: Promise<T>): Promise<T> {
-  promise.catch(() => {});
-  return promise;
-}
-const nextMessage: typeof helpers.nextMessage = (...args) => quiet(helpers.nextMessage(...args));
-const collect: typeof helpers.collect = (...args) => quiet(helpers.collect(...args));
+const { nextMessage } = helpers;
+const { collect } = helpers;
 
 // Every test gets its own broker, so retained messages never leak between tests.
 const cleanups: Array<() => Promise<void>> = [];
