@@ -13,9 +13,12 @@ const NOISY_CPU_SHARE = 0.2;
  * Runs one throughput measurement against a started broker.
  * @param {import('./broker-process.js').BrokerProcess} broker
  * @param {{ qos: 0 | 1, messages: number, warmupMessages: number, publishers: number,
- *   payloadBytes: number, window: number, batch: number, rounds: number, timeoutMs: number }} options
+ *   payloadBytes: number, window: number, batch: number, rounds: number, timeoutMs: number,
+ *   waitWhileBusy?: boolean }} settings also connectBenchClients' topic/format options
  */
-export async function runThroughput(broker, options) {
+export async function runThroughput(broker, settings) {
+  // waitWhileBusy: a quiet subscriber is not taken for lost messages while the broker works.
+  const options = settings.waitWhileBusy ? { ...settings, stillWorking: brokerBusy(broker) } : settings;
   const { qos, messages, warmupMessages, publishers: n, timeoutMs } = options;
   let stopped = false;
   const state = { stage: 'connecting', sub: undefined };
@@ -43,6 +46,8 @@ export async function runThroughput(broker, options) {
         if (!round.noisy) quiet++;
         rounds.push(round);
       }
+      // Drops, rule errors, stored rows, peak RSS: read once at the end (not per round).
+      const final = await broker.stats({ counters: true });
       const candidates = quiet > 0 ? rounds.filter((r) => !r.noisy) : rounds;
       const sorted = [...candidates].sort((a, b) => a.msgPerSec - b.msgPerSec);
       const median = sorted[Math.floor((sorted.length - 1) / 2)];
@@ -54,9 +59,12 @@ export async function runThroughput(broker, options) {
         sent: messages * rounds.length,
         lost: rounds.reduce((sum, r) => sum + r.lost, 0),
         outOfOrder: rounds.reduce((sum, r) => sum + r.outOfOrder, 0),
+        invalid: rounds.reduce((sum, r) => sum + r.invalid, 0),
         roundsMsgPerSec: rounds.map((r) => Math.round(r.msgPerSec)),
         noisyRounds: rounds.filter((r) => r.noisy).length,
         strayAcks: publishers.reduce((sum, p) => sum + p.strayAcks, 0),
+        brokerPeakRss: final.maxRss,
+        brokerCounters: final.counters,
       };
     } finally {
       await close();
@@ -91,6 +99,9 @@ async function measureRound(broker, subscriber, publishers, options, stopped) {
     received,
     lost: Math.max(0, messages - received),
     outOfOrder: subscriber.outOfOrder,
+    invalid: subscriber.invalid,
+    // Longest silence between two deliveries: a broker that stalls shows it here.
+    maxGapMs: subscriber.maxGapMs,
     durationMs: wallMs,
     msgPerSec: (received / wallMs) * 1000,
     latencyMs: percentiles(values, count),
@@ -112,5 +123,21 @@ async function floodAll(subscriber, publishers, total, options, stopped) {
   const sending = Promise.all(
     publishers.map((p, i) => p.flood(i === 0 ? total - share * (publishers.length - 1) : share, { batch: options.batch, stopped })),
   ).then(() => (sendingDone = true));
-  await Promise.all([sending, awaitDelivery(subscriber, { sendingDone: () => sendingDone, stopped })]);
+  await Promise.all([sending, awaitDelivery(subscriber, { sendingDone: () => sendingDone, stopped, stillWorking: options.stillWorking })]);
+}
+
+/**
+ * A probe for awaitDelivery's `stillWorking`: true while the broker reports messages still in
+ * rule work (`counters.pending`) or has made progress (`counters.progress`: messages taken in
+ * and through the rules) since the previous probe. False for a broker without counters.
+ */
+export function brokerBusy(broker) {
+  let last;
+  return async () => {
+    const { counters } = await broker.stats({ counters: true });
+    const progress = counters?.progress;
+    const busy = (counters?.pending ?? 0) > 0 || (progress !== undefined && progress !== last);
+    last = progress;
+    return busy;
+  };
 }

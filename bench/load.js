@@ -129,21 +129,30 @@ const DISCONNECT = Buffer.from([0xe0, 0x00]);
 export class Publisher {
   /**
    * @param {RawClient} client
-   * @param {{ index: number, topic: string, qos: 0 | 1, payloadBytes: number, window?: number }} options
+   * `format` replaces the binary payload: `template` (the payload bytes) and
+   * `stamp(buf, payloadOffset, now, index, seq)`, which writes one message's fields.
+   * @param {{ index: number, topic: string, qos: 0 | 1, payloadBytes: number, window?: number,
+   *   format?: { template: Buffer, stamp: (buf: Buffer, p: number, now: number, index: number, seq: number) => void } }} options
    */
-  constructor(client, { index, topic, qos, payloadBytes, window = 100 }) {
-    if (payloadBytes < PAYLOAD_HEADER_BYTES) throw new Error(`payloadBytes must be at least ${PAYLOAD_HEADER_BYTES}, got ${payloadBytes}`);
+  constructor(client, { index, topic, qos, payloadBytes, window = 100, format }) {
+    if (!format && payloadBytes < PAYLOAD_HEADER_BYTES) throw new Error(`payloadBytes must be at least ${PAYLOAD_HEADER_BYTES}, got ${payloadBytes}`);
     this.client = client;
     this.index = index;
     this.qos = qos;
     this.window = window;
-    this.template = mqtt.generate({ cmd: 'publish', topic, payload: Buffer.alloc(payloadBytes), qos, messageId: qos ? 1 : undefined, retain: false, dup: false });
-    this.payloadOffset = this.template.length - payloadBytes;
+    this.stamp = format?.stamp;
+    const payload = format ? format.template : Buffer.alloc(payloadBytes);
+    this.template = mqtt.generate({ cmd: 'publish', topic, payload, qos, messageId: qos ? 1 : undefined, retain: false, dup: false });
+    this.payloadOffset = this.template.length - payload.length;
     this.idOffset = this.payloadOffset - 2; // MQTT 3.1.1: packet id sits right before the payload
     this.seq = 0;
     this.nextId = 0;
     this.inflight = 0;
     this.inflightIds = new Uint8Array(65536);
+    // QoS 1: when each packet id was sent, for publish → PUBACK latency (recordAcks()).
+    this.sentAt = qos ? new Float64Array(65536) : undefined;
+    this.ackLatencies = undefined;
+    this.ackCount = 0;
     this.acked = 0;
     this.strayAcks = 0;
     this.onAckFreed = undefined;
@@ -155,6 +164,9 @@ export class Publisher {
       this.inflightIds[id] = 0;
       this.inflight--;
       this.acked++;
+      if (this.ackLatencies !== undefined && this.ackCount < this.ackLatencies.length) {
+        this.ackLatencies[this.ackCount++] = performance.now() - this.sentAt[id];
+      }
     };
     client.afterChunk = () => this.onAckFreed?.();
   }
@@ -171,13 +183,17 @@ export class Publisher {
     for (let i = 0, off = 0; i < count; i++, off += len) {
       this.template.copy(buf, off);
       const p = off + this.payloadOffset;
-      buf.writeDoubleLE(now, p);
-      buf.writeUInt16LE(this.index, p + 8);
-      buf.writeUInt32LE(this.seq++, p + 10);
+      if (this.stamp !== undefined) this.stamp(buf, p, now, this.index, this.seq++);
+      else {
+        buf.writeDoubleLE(now, p);
+        buf.writeUInt16LE(this.index, p + 8);
+        buf.writeUInt32LE(this.seq++, p + 10);
+      }
       if (this.qos) {
         this.nextId = (this.nextId % 65535) + 1;
         if (this.inflightIds[this.nextId] !== 0) throw new Error(`packet id ${this.nextId} still in flight: more than 65535 unacked`);
         this.inflightIds[this.nextId] = 1;
+        this.sentAt[this.nextId] = now;
         this.inflight++;
         buf.writeUInt16BE(this.nextId, off + this.idOffset);
       }
@@ -188,6 +204,18 @@ export class Publisher {
   /** Starts a new sequence (after warm-up), so the subscriber's order check restarts at 0. */
   resetSequence() {
     this.seq = 0;
+  }
+
+  /** QoS 1: from now on, records publish → PUBACK latency of up to `capacity` messages (ackSamples()). */
+  recordAcks(capacity) {
+    if (!this.sentAt) throw new Error('PUBACK latency needs a QoS 1 publisher');
+    this.ackLatencies = new Float64Array(capacity);
+    this.ackCount = 0;
+  }
+
+  /** Publish → PUBACK latencies recorded since recordAcks(), in ms. */
+  ackSamples() {
+    return { values: this.ackLatencies ?? new Float64Array(0), count: this.ackCount };
   }
 
   /**
@@ -245,10 +273,16 @@ export class Publisher {
 export class Subscriber {
   /**
    * @param {RawClient} client
-   * @param {{ publishers: number, capacity: number }} options capacity = most samples kept
+   * `decode(packet, out)` replaces the binary payload reader: it fills `out` with [sent at
+   * (performance.now() time), publisher, sequence] and returns false for a message that is
+   * not what was expected (counted as `invalid`).
+   * @param {{ publishers: number, capacity: number, decode?: (packet: object, out: Float64Array) => boolean }} options
+   *   capacity = most samples kept
    */
-  constructor(client, { publishers, capacity }) {
+  constructor(client, { publishers, capacity, decode }) {
     this.client = client;
+    this.decode = decode;
+    this.decoded = new Float64Array(3);
     this.latencies = new Float64Array(capacity);
     this.lastSeq = new Int32Array(publishers);
     this.pendingAcks = [];
@@ -263,6 +297,8 @@ export class Subscriber {
     this.received = 0;
     this.outOfOrder = 0;
     this.gaps = 0;
+    this.invalid = 0;
+    this.maxGapMs = 0;
     this.firstAt = 0;
     this.lastAt = 0;
     this.lastSeq.fill(-1);
@@ -271,10 +307,26 @@ export class Subscriber {
 
   receive(packet) {
     const now = performance.now();
-    const p = packet.payload;
-    const latency = now - p.readDoubleLE(0);
-    const pub = p.readUInt16LE(8);
-    const seq = p.readUInt32LE(10);
+    let latency;
+    let pub;
+    let seq;
+    if (this.decode === undefined) {
+      const p = packet.payload;
+      latency = now - p.readDoubleLE(0);
+      pub = p.readUInt16LE(8);
+      seq = p.readUInt32LE(10);
+    } else {
+      const d = this.decoded;
+      if (!this.decode(packet, d) || !(d[1] >= 0 && d[1] < this.lastSeq.length)) {
+        // Counted and acked, never taken for a delivered bench message.
+        this.invalid++;
+        if (packet.qos === 1) this.pendingAcks.push(packet.messageId);
+        return;
+      }
+      latency = now - d[0];
+      pub = d[1];
+      seq = d[2];
+    }
     const last = this.lastSeq[pub];
     if (seq <= last) this.outOfOrder++;
     else {
@@ -283,6 +335,7 @@ export class Subscriber {
     }
     if (this.received < this.latencies.length) this.latencies[this.received] = latency;
     if (this.received === 0) this.firstAt = now;
+    else if (now - this.lastAt > this.maxGapMs) this.maxGapMs = now - this.lastAt;
     this.lastAt = now;
     this.received++;
     if (packet.qos === 1) this.pendingAcks.push(packet.messageId);

@@ -1,9 +1,17 @@
 // Benchmark settings: defaults, each overridable by an environment variable.
 
+/** Phase names that stand for several phases. */
+export const PHASE_GROUPS = {
+  broker: ['throughput', 'latency', 'idle'],
+  rules: ['rules-throughput', 'rules-scale', 'rules-history', 'rules-puback'],
+  bridge: ['bridge'],
+};
+const ALL_PHASES = Object.values(PHASE_GROUPS).flat();
+
 /** Every knob, its environment variable, default and meaning (printed by `node bench/run.js --help`). */
 export const OPTIONS = [
-  ['brokers', 'BENCH_BROKERS', 'aedes,signalbox', 'brokers to measure, comma-separated (aedes, signalbox)'],
-  ['phases', 'BENCH_PHASES', 'throughput,latency,idle', 'phases to run, comma-separated'],
+  ['brokers', 'BENCH_BROKERS', 'aedes,signalbox', 'brokers to measure, comma-separated (aedes, signalbox; in the rules job aedes is the Aedes + JSONata peer)'],
+  ['phases', 'BENCH_PHASES', 'broker,rules,bridge', `phases to run, comma-separated: ${Object.keys(PHASE_GROUPS).map((g) => `${g} (= ${PHASE_GROUPS[g].join(', ')})`).join(', ')}, or single phases`],
   ['ceiling', 'BENCH_CEILING', 1, '1 = also run the throughput load against the null broker (load generator ceiling)'],
   ['publishers', 'BENCH_PUBLISHERS', 4, 'publishing connections, each on its own topic'],
   ['qos0Messages', 'BENCH_QOS0_MESSAGES', 100_000, 'messages in the QoS 0 throughput run'],
@@ -19,8 +27,18 @@ export const OPTIONS = [
   ['idleConnections', 'BENCH_IDLE_CONNECTIONS', 10_000, 'idle phase: connections to open'],
   ['idleConcurrency', 'BENCH_IDLE_CONCURRENCY', 100, 'idle phase: CONNECTs in flight at once'],
   ['idleKeepaliveS', 'BENCH_IDLE_KEEPALIVE_S', 600, 'idle phase: keepalive the clients ask for, seconds'],
-  ['phaseTimeoutMs', 'BENCH_PHASE_TIMEOUT_MS', 40_000, 'a phase against one broker fails after this long'],
+  ['phaseTimeoutMs', 'BENCH_PHASE_TIMEOUT_MS', 40_000, 'a phase against one broker fails after this long (rules job: also the longest a broker may take to start)'],
+  ['rulesQos0Messages', 'BENCH_RULES_QOS0_MESSAGES', 20_000, 'rules job: messages per measured QoS 0 round'],
+  ['rulesQos1Messages', 'BENCH_RULES_QOS1_MESSAGES', 20_000, 'rules job: messages per measured QoS 1 round'],
+  ['rulesWarmupMessages', 'BENCH_RULES_WARMUP_MESSAGES', 10_000, 'rules job: messages sent (and not measured) before the rounds'],
+  ['rulesFew', 'BENCH_RULES_FEW', 10, 'rules job: rules loaded in the base case (the bench rule + fillers that never match)'],
+  ['rulesMany', 'BENCH_RULES_MANY', 10_000, 'rules job, rules-scale: rules loaded (the bench rule + fillers)'],
+  ['bridgeContenders', 'BENCH_BRIDGE_CONTENDERS', 'signalbox,mosquitto', 'bridge job: bridges to measure, comma-separated (signalbox, mosquitto); BENCH_CEILING=1 adds a run without a bridge'],
+  ['bridgeMessages', 'BENCH_BRIDGE_MESSAGES', 20_000, 'bridge job: QoS 1 messages per measured round'],
+  ['bridgeWarmupMessages', 'BENCH_BRIDGE_WARMUP_MESSAGES', 5_000, 'bridge job: messages sent (and not measured) before the rounds'],
+  ['bridgeRate', 'BENCH_BRIDGE_RATE', 2_000, 'bridge job, steady latency: messages per second, all publishers together'],
 ];
+
 
 /**
  * Reads the settings from `env`; collects every bad value and throws once, naming them all.
@@ -42,10 +60,12 @@ export function readOptions(env) {
     }
   }
   for (const key of ['brokers', 'phases']) options[key] = String(options[key]).split(',').map((s) => s.trim()).filter(Boolean);
+  options.phases = [...new Set(options.phases.flatMap((p) => PHASE_GROUPS[p] ?? [p]))];
   const unknownBroker = options.brokers.filter((b) => !['aedes', 'signalbox'].includes(b));
   if (unknownBroker.length) problems.push(`BENCH_BROKERS: unknown ${unknownBroker.join(', ')}; accepted: aedes, signalbox`);
-  const unknownPhase = options.phases.filter((p) => !['throughput', 'latency', 'idle'].includes(p));
-  if (unknownPhase.length) problems.push(`BENCH_PHASES: unknown ${unknownPhase.join(', ')}; accepted: throughput, latency, idle`);
+  const unknownPhase = options.phases.filter((p) => !ALL_PHASES.includes(p));
+  if (unknownPhase.length) problems.push(`BENCH_PHASES: unknown ${unknownPhase.join(', ')}; accepted: ${[...Object.keys(PHASE_GROUPS), ...ALL_PHASES].join(', ')}`);
+  if (options.rulesFew < 1 || options.rulesMany < 1) problems.push('BENCH_RULES_FEW and BENCH_RULES_MANY must be at least 1 (the bench rule itself)');
   if (options.payloadBytes < 14) problems.push(`BENCH_PAYLOAD_BYTES must be at least 14 (timestamp, publisher, sequence), got ${options.payloadBytes}`);
   if (options.publishers < 1 || options.publishers > 1000) problems.push(`BENCH_PUBLISHERS must be 1..1000, got ${options.publishers}`);
   if (options.window < 1 || options.window > 65_535) problems.push(`BENCH_WINDOW must be 1..65535, got ${options.window}`);

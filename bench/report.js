@@ -111,6 +111,8 @@ export function formatNotes(results) {
         if (r.strayAcks > 0) notes.push(`${kind} ${phase}: ${formatInt(r.strayAcks)} PUBACKs for packet ids not in flight`);
         if (r.otherCpuShare > OTHER_CPU_WARN) notes.push(`${kind} ${phase}: other processes used ${share(r.otherCpuShare)} of a core meanwhile; figures are noisy, rerun on a quiet machine`);
         if (r.droppedWhileIdle > 0) notes.push(`${kind} ${phase}: broker closed ${r.droppedWhileIdle} idle connections`);
+        const dropped = r.brokerCounters?.broker?.droppedQueueFull;
+        if (dropped > 0) notes.push(`${kind} ${phase}: the broker dropped ${formatInt(dropped)} queued messages (queue full: maxQueued, by design for a slow subscriber)`);
       }
     }
   }

@@ -1,25 +1,33 @@
 // Child process that hosts one broker under test, so the load generator never shares its
-// event loop. Started by bench/broker-process.js as `node --expose-gc child.js <kind>`.
+// event loop. Started by bench/broker-process.js as `node --expose-gc child.js <kind> [options JSON]`;
+// the options go to the server's start().
 //
 // IPC protocol (process.send / 'message'):
-//   child → parent  { type: 'ready', port }            broker listening on 127.0.0.1:port
+//   child → parent  { type: 'ready', port, info }      broker listening on 127.0.0.1:port
 //   child → parent  { type: 'failed', message }        broker could not start (then exits 1)
-//   parent → child  { type: 'stats', id, gc }          → { type: 'stats', id, rss, heapUsed, ... }
+//   parent → child  { type: 'stats', id, gc, counters }  → { type: 'stats', id, rss, maxRss, heapUsed, ..., counters }
 //   parent → child  { type: 'close' }                  → { type: 'closed' } and exit 0
 
 const kind = process.argv[2];
+const startOptions = process.argv[3] ? JSON.parse(process.argv[3]) : {};
 const servers = {
   aedes: () => import('./aedes.js'),
   signalbox: () => import('./signalbox.js'),
   null: () => import('./null.js'),
+  'aedes-rules': () => import('./aedes-rules.js'),
+  'signalbox-rules': () => import('./signalbox-rules.js'),
 };
 
 function send(message) {
   if (process.connected) process.send(message);
 }
 
-/** Memory and CPU of this process; with `gc`, after two full collections (needs --expose-gc). */
-async function stats(gc) {
+/**
+ * Memory and CPU of this process; with `gc`, after two full collections (needs --expose-gc);
+ * with `counters`, the server's own counters (read after the CPU time, so their cost is not
+ * charged to a measurement).
+ */
+async function stats(server, gc, counters) {
   if (gc) {
     if (typeof globalThis.gc !== 'function') throw new Error('child was started without --expose-gc');
     // Two passes and a macrotask between them, so weak refs / finalizers queued by the
@@ -32,6 +40,8 @@ async function stats(gc) {
   const cpu = process.cpuUsage();
   return {
     rss: mem.rss,
+    // Peak RSS since the process started (ru_maxrss, KiB on Linux).
+    maxRss: process.resourceUsage().maxRSS * 1024,
     heapUsed: mem.heapUsed,
     heapTotal: mem.heapTotal,
     external: mem.external,
@@ -39,16 +49,17 @@ async function stats(gc) {
     cpuUserUs: cpu.user,
     cpuSystemUs: cpu.system,
     uptimeMs: process.uptime() * 1000,
+    counters: counters && server.counters ? await server.counters() : undefined,
   };
 }
 
 async function main() {
   const load = servers[kind];
   if (!load) throw new Error(`unknown broker kind ${JSON.stringify(kind)}; expected one of ${Object.keys(servers).join(', ')}`);
-  const server = await (await load()).start();
+  const server = await (await load()).start(startOptions);
   process.on('message', (message) => {
     if (message.type === 'stats') {
-      stats(message.gc).then(
+      stats(server, message.gc, message.counters).then(
         (s) => send({ type: 'stats', id: message.id, ...s }),
         (err) => send({ type: 'stats', id: message.id, error: err.message }),
       );
@@ -65,7 +76,7 @@ async function main() {
     process.exit(1);
   });
   process.on('disconnect', () => process.exit(0));
-  send({ type: 'ready', port: server.port });
+  send({ type: 'ready', port: server.port, info: server.info });
 }
 
 main().catch((err) => {
