@@ -1,3 +1,4 @@
+import path from 'node:path';
 import type Database from 'better-sqlite3';
 import { createBroker, type Broker } from '../broker/broker.js';
 import { systemClock, type Clock } from '../clock.js';
@@ -72,6 +73,7 @@ export function createEngine(config: Config, rules: readonly CompiledRule[], dep
     clock,
     log,
     publishLocal: (input) => broker!.publish(input),
+    baseDir: config.file ? path.dirname(path.resolve(config.file)) : process.cwd(),
   });
 
   const processor = new RuleProcessor(rules, config.engine.maxHops, {

@@ -50,6 +50,8 @@ export interface RemoteOutputsDeps {
   store: OutboxStore;
   /** Publishes into the local broker (bridges' in direction). */
   publishLocal?: ConnectorDeps['publishLocal'];
+  /** The config file's folder, for relative paths in output settings. */
+  baseDir?: string;
   deadLetters: Pick<DeadLetterStore, 'add'>;
   clock: Clock;
   log: Logger;
@@ -78,7 +80,7 @@ export class RemoteOutputs {
     const deps = this.deps;
     const type = this.connectors.get(output.type);
     if (!type) throw new Error(`output "${name}": unknown type "${output.type}"`);
-    const connector = type.create(name, output.settings, { log: deps.log.child({ output: name }), clock: deps.clock, publishLocal: deps.publishLocal });
+    const connector = type.create(name, output.settings, { log: deps.log.child({ output: name }), clock: deps.clock, publishLocal: deps.publishLocal, baseDir: deps.baseDir });
     const drain = new OutputDrain(name, connector, output.outbox, {
       store: deps.store,
       deadLetter: (letter) => deps.deadLetters.add(letter),

@@ -4,7 +4,7 @@ import type { Clock, TimerHandle } from '../clock.js';
 import type { MessageProperties, QoS } from '../broker/types.js';
 import type { Logger } from '../log.js';
 import { matchesFilter } from '../topics/match.js';
-import type { BridgeSettings } from './bridge.js';
+import type { ResolvedBridgeSettings } from './bridge.js';
 import type { TopicMapping } from './bridge-mapping.js';
 import { backoffDelay } from './backoff.js';
 import { OutputError, type Connector, type OutboxMessage } from './connector.js';
@@ -31,6 +31,9 @@ export interface BridgeClientDeps {
 
 type State = 'connecting' | 'online' | 'offline' | 'stopped';
 
+/** How long a stop waits for the remote to take the offline status and the DISCONNECT. */
+const CLOSE_TIMEOUT_MS = 1000;
+
 /** How long one batch may wait for the remote's acknowledgements before it is retried. */
 const WRITE_TIMEOUT_MS = 30_000;
 
@@ -50,7 +53,7 @@ export class BridgeClient implements Connector {
 
   constructor(
     readonly name: string,
-    private readonly settings: BridgeSettings,
+    private readonly settings: ResolvedBridgeSettings,
     private readonly inMappings: readonly TopicMapping[],
     private readonly deps: BridgeClientDeps,
   ) {
@@ -69,7 +72,7 @@ export class BridgeClient implements Connector {
     const s = this.settings;
     const status = s.status;
     const options: IClientOptions = {
-      clientId: s.clientId ?? `signalbox-${this.name}`,
+      clientId: s.clientId,
       username: s.username,
       password: s.password,
       protocolVersion: s.protocolVersion,
@@ -102,9 +105,26 @@ export class BridgeClient implements Connector {
     }
     this.client = client;
     client.on('connect', () => void this.onConnect(client));
-    client.on('message', (_topic, _payload, packet) => {
-      if (packet.qos === 0) this.forwardIn(packet).catch(() => undefined);
-    });
+    if (this.settings.protocolVersion === 5) {
+      // QoS 1/2 arrive through customHandleAcks (acknowledged after the local commit).
+      client.on('message', (_topic, _payload, packet) => {
+        if (packet.qos === 0) this.forwardIn(packet).catch(() => undefined);
+      });
+    } else {
+      // MQTT.js offers customHandleAcks to MQTT 5 only; for 3.1.1 it sends PUBACK (and
+      // PUBCOMP) when handleMessage calls back, so that waits for the local commit instead.
+      // A QoS 2 PUBREC still goes out on receipt there.
+      client.handleMessage = (packet, callback) => {
+        this.forwardIn(packet).then(
+          () => callback(),
+          (err: unknown) => {
+            this.deps.log.warn({ err, bridge: this.name, topic: packet.topic }, 'remote message not stored locally; not acknowledged (the remote resends it)');
+            callback(err instanceof Error ? err : new Error(String(err)));
+            client.stream.destroy();
+          },
+        );
+      };
+    }
     client.on('error', (err) => {
       const e = err as Error & { code?: string | number };
       // A refused CONNACK, a TLS failure, an unreachable host: each says why.
@@ -126,9 +146,11 @@ export class BridgeClient implements Connector {
     const subs = this.inMappings.map((m, i) => ({ topic: m.from, qos: this.settings.in[i]!.qos }));
     if (subs.length > 0) {
       try {
-        // [MQTT-3.8.3-3] No Local: our own out-publishes on this connection never come back in.
-        const nl = this.settings.protocolVersion === 5;
-        await client.subscribeAsync(Object.fromEntries(subs.map((s) => [s.topic, { qos: s.qos as QoS, nl, rap: true }])));
+        // MQTT 5: No Local, so our own out-publishes on this connection never come back in
+        // [MQTT-3.8.3-3], and Retain As Published. MQTT 3.1.1 has neither (its subscription
+        // options byte must carry the QoS alone).
+        const v5 = this.settings.protocolVersion === 5;
+        await client.subscribeAsync(Object.fromEntries(subs.map((s) => [s.topic, v5 ? { qos: s.qos as QoS, nl: true, rap: true } : { qos: s.qos as QoS }])));
       } catch (err) {
         this.deps.log.warn({ err, bridge: this.name }, 'bridge could not subscribe to its in mappings');
       }
@@ -252,11 +274,14 @@ export class BridgeClient implements Connector {
     this.reconnectTimer = undefined;
     this.client = undefined;
     if (!client) return;
+    // Bounded: a remote that stopped answering must not hold up shutdown or a reload.
+    const deadline = <T>(p: Promise<T>) => Promise.race([p, new Promise<void>((resolve) => setTimeout(resolve, CLOSE_TIMEOUT_MS).unref())]);
     if (client.connected) {
       // A clean stop says offline itself (the will covers a crash).
-      await new Promise<void>((resolve) => client.publish(this.settings.status.topic, this.settings.status.offline, { qos: 1, retain: true }, () => resolve()));
+      await deadline(new Promise<void>((resolve) => client.publish(this.settings.status.topic, this.settings.status.offline, { qos: 1, retain: true }, () => resolve())));
     }
-    await client.endAsync().catch(() => undefined);
+    await deadline(client.endAsync().catch(() => undefined));
+    client.end(true);
     this.deps.publishLocal?.({ topic: `$SYS/signalbox/bridges/${this.name}/state`, payload: Buffer.from('stopped'), qos: 0, retain: true, clientId: this.localClientId }).catch(() => undefined);
   }
 }
@@ -265,6 +290,6 @@ function describeError(e: Error & { code?: string | number }): string {
   if (typeof e.code === 'number') return `bridge connection refused by the remote broker (CONNACK code ${e.code}): check username, password and client id`;
   if (e.code === 'ECONNREFUSED') return 'bridge cannot reach the remote broker (connection refused); retrying';
   if (e.code === 'ENOTFOUND' || e.code === 'EAI_AGAIN') return 'bridge cannot resolve the remote host; retrying';
-  if (typeof e.code === 'string' && (e.code.startsWith('ERR_TLS') || e.code.includes('CERT') || e.code.startsWith('ERR_SSL'))) return 'bridge TLS handshake failed: check ca, cert, key and the server name';
+  if (typeof e.code === 'string' && /TLS|SSL|CERT|SIGNATURE|UNABLE_TO_(GET|VERIFY)/.test(e.code)) return 'bridge TLS handshake failed: check ca, cert, key and the server name';
   return 'bridge connection error; retrying';
 }

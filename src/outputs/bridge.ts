@@ -1,3 +1,4 @@
+import path from 'node:path';
 import { z } from 'zod';
 import type { CompiledRule } from '../rules/compile.js';
 import { messageProperties, payloadBytes, type RuleInput } from '../engine/message.js';
@@ -84,10 +85,12 @@ export const bridgeSchema = z
         if (j !== -1) ctx.addIssue({ code: 'custom', path: ['in', i], message: `in mapping ${inMap.remote} → ${inMap.local} and out mapping ${s.out[j]!.local} → ${s.out[j]!.remote} would echo messages back and forth (set allowLoop: true if the remote prevents it)` });
       });
     }
-  })
-  .transform((s) => ({ ...s, status: s.status ?? { topic: `signalbox/${s.clientId ?? 'bridge'}/status`, online: 'online', offline: 'offline' } }));
+  });
 
 export type BridgeSettings = z.output<typeof bridgeSchema>;
+
+/** Settings as the connection uses them: defaults that depend on the output's name filled in. */
+export type ResolvedBridgeSettings = BridgeSettings & { clientId: string; status: NonNullable<BridgeSettings['status']> };
 
 /**
  * `type: bridge`: a connection to another MQTT broker. Out mappings and rule actions go
@@ -99,7 +102,18 @@ export const bridgeConnector: ConnectorType<typeof bridgeSchema> = {
   schema: bridgeSchema,
   create(name, settings, deps) {
     const inMappings = settings.in.map((m) => compileMapping(m.remote, m.local) as TopicMapping);
-    return new BridgeClient(name, settings, inMappings, { log: deps.log, clock: deps.clock, publishLocal: deps.publishLocal });
+    const clientId = settings.clientId ?? `signalbox-${name}`;
+    // Relative certificate paths are relative to the config file, like every other path.
+    const file = (p: string | undefined) => (p === undefined ? undefined : path.resolve(deps.baseDir ?? '.', p));
+    const resolved = {
+      ...settings,
+      clientId,
+      ca: file(settings.ca),
+      cert: file(settings.cert),
+      key: file(settings.key),
+      status: settings.status ?? { topic: `signalbox/${clientId}/status`, online: 'online', offline: 'offline' },
+    };
+    return new BridgeClient(name, resolved, inMappings, { log: deps.log, clock: deps.clock, publishLocal: deps.publishLocal });
   },
 };
 

@@ -57,6 +57,8 @@ export interface Connector {
 export interface ConnectorDeps {
   readonly log: Logger;
   readonly clock: Clock;
+  /** The config file's folder: relative paths in settings (certificates) resolve against it. */
+  readonly baseDir?: string;
   /** Publishes into the local broker as if from client `clientId` (bridges' in direction). */
   readonly publishLocal?: (input: { topic: string; payload: Buffer; qos: QoS; retain: boolean; properties?: MessageProperties; clientId: string }) => Promise<void>;
 }
