@@ -160,7 +160,11 @@ export function createBroker(config: BrokerConfig, deps: BrokerDeps): Broker {
           // The live retained message changes only once the new one is on disk, so a refused
           // publish (storage full) never serves a value a restart would take back.
           persistence.setRetained(message);
-          persistence.pending()!.then(() => ctx.retained.set(message), noop);
+          ctx.retained.hold(message);
+          persistence.pending()!.then(
+            () => ctx.retained.settle(message, true),
+            () => ctx.retained.settle(message, false),
+          );
         } else {
           ctx.retained.set(message);
         }

@@ -1,6 +1,7 @@
 import type { IClientOptions, MqttClient } from 'mqtt';
 import { afterEach, describe, expect, test } from 'vitest';
 import * as helpers from '../helpers/mqtt.js';
+import { startEngine } from '../helpers/engine.js';
 import { connect, startBroker, type TestBroker } from '../helpers/mqtt.js';
 
 /** Marks a wait started early as handled: its rejection still fails the test where it is awaited, never as an unhandled error. */
@@ -209,5 +210,25 @@ describe('No Local', () => {
     expect((await toSelf).payload.toString()).toBe('theirs');
     // Without No Local a client does get its own messages.
     expect((await toOther).map((m) => m.payload.toString())).toEqual(['mine', 'theirs']);
+  });
+});
+
+describe('retained messages while their commit is pending', () => {
+  test('a subscriber arriving between a retained publish and its commit gets the retained message', async () => {
+    const te = await startEngine({});
+    try {
+      const sub = await connect(te.url, { protocolVersion: 5 });
+      // The publish is accepted now and committed at the end of this turn; the SUBSCRIBE
+      // is handled in between.
+      const subscribed = sub.subscribeAsync('state/i', { qos: 1 });
+      await new Promise((resolve) => setImmediate(resolve));
+      const got = nextMessage(sub, { within: 2000 });
+      void te.engine.broker.publish({ topic: 'state/i', payload: 'online', retain: true, qos: 0 });
+      await subscribed;
+      expect((await got).payload.toString()).toBe('online');
+      await sub.endAsync();
+    } finally {
+      await te.close();
+    }
   });
 });
