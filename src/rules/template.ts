@@ -4,7 +4,7 @@
  * with embedded JSONata expressions, each compiled once at load time and evaluated against
  * the message after the transform.
  */
-import { compileExpression, DEFAULT_EXPRESSION_LIMITS, ExpressionError, type CompiledExpression, type ExpressionLimits } from './expression.js';
+import { compileExpression, DEFAULT_EXPRESSION_LIMITS, ExpressionError, FALLBACK, type CompiledExpression, type ExpressionLimits } from './expression.js';
 
 /** One piece of a template: literal text, or the source of one `${…}` expression. */
 export type TemplatePart = { readonly text: string } | { readonly expression: string };
@@ -22,7 +22,9 @@ export interface CompiledTemplate {
    * topic never silently becomes `a//b`), or whatever the expression's evaluation raised.
    *
    * A constant template returns the same already-resolved promise every time: no JSONata work
-   * and no allocation, while callers keep one `await` for both cases.
+   * and no allocation, while callers keep one `await` for both cases. When every expression
+   * is in the fast-path subset (see fast-path.ts), the string is built synchronously and
+   * returned as a resolved promise; JSONata runs only for a part that falls back.
    */
   render(input: unknown): Promise<string>;
   /**
@@ -90,28 +92,62 @@ export function compileTemplate(text: string, limits: ExpressionLimits = DEFAULT
     const rendered = Promise.resolve(segments.join(''));
     return { source: text, isConstant, parts: frozenParts, render: () => rendered };
   }
+  // Hot path (every republish): one loop, string concatenation, no per-call closures.
+  const renderAsync = async (input: unknown): Promise<string> => {
+    let out = '';
+    for (let s = 0; s < segments.length; s++) {
+      const segment = segments[s]!;
+      if (typeof segment === 'string') {
+        out += segment;
+        continue;
+      }
+      const value = await segment.evaluate(input);
+      if (value === undefined) throw noValue(text, segment.source);
+      out += formatValue(value);
+    }
+    return out;
+  };
+  const allFast = segments.every((s) => typeof s === 'string' || s.evaluateSync !== undefined);
+  if (!allFast) return { source: text, isConstant, parts: frozenParts, render: renderAsync };
+  // Every part has a synchronous fast path: build the string without a promise per part.
+  // Any part that falls back (or yields nothing, which is an error) sends the whole render
+  // through renderAsync, which re-evaluates with JSONata and produces the value or error.
+  const renderSync = (input: unknown): string | typeof FALLBACK => {
+    let out = '';
+    for (let s = 0; s < segments.length; s++) {
+      const segment = segments[s]!;
+      if (typeof segment === 'string') {
+        out += segment;
+        continue;
+      }
+      const value = segment.evaluateSync!(input);
+      if (value === FALLBACK || value === undefined) return FALLBACK;
+      out += formatValue(value);
+    }
+    return out;
+  };
   return {
     source: text,
     isConstant,
     parts: frozenParts,
-    // Hot path (every republish): one loop, string concatenation, no per-call closures.
-    async render(input: unknown): Promise<string> {
-      let out = '';
-      for (let s = 0; s < segments.length; s++) {
-        const segment = segments[s]!;
-        if (typeof segment === 'string') {
-          out += segment;
-          continue;
-        }
-        const value = await segment.evaluate(input);
-        if (typeof value === 'string') out += value;
-        else if (typeof value === 'number' || typeof value === 'boolean') out += String(value);
-        else if (value === undefined) throw noValue(text, segment.source);
-        else out += JSON.stringify(value);
+    render(input: unknown): Promise<string> {
+      let out: string | typeof FALLBACK;
+      try {
+        out = renderSync(input);
+      } catch {
+        // JSON.stringify of an odd value (a BigInt in a hand-built input): renderAsync rejects with it.
+        out = FALLBACK;
       }
-      return out;
+      return out === FALLBACK ? renderAsync(input) : Promise.resolve(out);
     },
   };
+}
+
+/** Strings as they are, numbers and booleans via String, null, objects and arrays as JSON. */
+function formatValue(value: unknown): string {
+  if (typeof value === 'string') return value;
+  if (typeof value === 'number' || typeof value === 'boolean') return String(value);
+  return JSON.stringify(value);
 }
 
 /** Compiles one `${…}` body, moving a syntax error's position from the body to the whole template. */
