@@ -101,7 +101,9 @@ export class RuleProcessor {
     const dispatched = this.tail
       .then(() => {
         const input = toRuleInput(message);
-        return Promise.all(rules.map((rule) => runRule(rule, input)));
+        const outcomes = rules.map((rule) => runRule(rule, input));
+        // Rules in the synchronous fast path need no Promise.all.
+        return outcomes.some((o) => o instanceof Promise) ? Promise.all(outcomes) : (outcomes as RuleOutcome[]);
       })
       .then((outcomes) => this.dispatch(message, outcomes));
     this.tail = dispatched.then(noop, noop);

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import type { MessageProperties } from '../broker/types.js';
 import { messageProperties, payloadBytes, type RuleInput } from '../engine/message.js';
+import { FALLBACK } from '../rules/expression.js';
 import type { CompiledTemplate } from '../rules/template.js';
 import { compileSetting, qosSchema } from './common.js';
 import type { CompiledAction, Effect, OutputType } from './types.js';
@@ -48,42 +49,47 @@ export const republishOutput: OutputType<typeof schema> = {
       compileSetting(v, ['properties', 'userProperties', k], ctx.limits),
     ]);
     const override = settings.properties;
+    const effect = (input: RuleInput, ruleId: string, renderedTopic: string, properties: MessageProperties | undefined): Effect[] => [
+      {
+        type: 'republish',
+        ruleId,
+        topic: renderedTopic,
+        payload: payloadBytes(input),
+        qos: settings.qos ?? input.qos,
+        retain: settings.retain,
+        properties,
+        source: { clientId: input.clientId, timestamp: input.timestamp, hops: input.hops },
+      },
+    ];
+    const planAsync = async (input: RuleInput, ruleId: string): Promise<Effect[]> => {
+      const renderedTopic = await topic.render(input);
+      if (!override) return effect(input, ruleId, renderedTopic, messageProperties(input));
+      const p: MessageProperties = { ...messageProperties(input) };
+      for (const [key, tpl] of stringProps) {
+        const value = await tpl.render(input);
+        if (key === 'correlationData') p.correlationData = Buffer.from(value, 'utf8');
+        else p[key] = value;
+      }
+      if (override.messageExpiryInterval !== undefined) p.messageExpiryInterval = override.messageExpiryInterval;
+      if (override.payloadFormatIndicator !== undefined) p.payloadFormatIndicator = override.payloadFormatIndicator;
+      if (userProps.length > 0) {
+        const up: Record<string, string> = {};
+        for (const [k, tpl] of userProps) up[k] = await tpl.render(input);
+        p.userProperties = { ...(p.userProperties ?? {}), ...up };
+      }
+      return effect(input, ruleId, renderedTopic, p);
+    };
     return {
       type: 'republish',
       republishTopic: topic,
-      async plan(input: RuleInput, ruleId: string): Promise<Effect[]> {
-        const renderedTopic = topic.isConstant ? topic.source : await topic.render(input);
-        let properties = input.properties as MessageProperties | undefined;
-        if (override) {
-          const p: MessageProperties = { ...messageProperties(input) };
-          for (const [key, tpl] of stringProps) {
-            const value = await tpl.render(input);
-            if (key === 'correlationData') p.correlationData = Buffer.from(value, 'utf8');
-            else p[key] = value;
-          }
-          if (override.messageExpiryInterval !== undefined) p.messageExpiryInterval = override.messageExpiryInterval;
-          if (override.payloadFormatIndicator !== undefined) p.payloadFormatIndicator = override.payloadFormatIndicator;
-          if (userProps.length > 0) {
-            const up: Record<string, string> = {};
-            for (const [k, tpl] of userProps) up[k] = await tpl.render(input);
-            p.userProperties = { ...(p.userProperties ?? {}), ...up };
-          }
-          properties = p;
-        } else {
-          properties = messageProperties(input);
+      plan(input: RuleInput, ruleId: string): Effect[] | Promise<Effect[]> {
+        // Hot path: a topic template in the fast-path subset and no property overrides plan
+        // synchronously, without a promise.
+        if (!override) {
+          const renderedTopic = topic.renderSync(input);
+          if (renderedTopic !== FALLBACK) return effect(input, ruleId, renderedTopic, messageProperties(input));
         }
-        return [
-          {
-            type: 'republish',
-            ruleId,
-            topic: renderedTopic,
-            payload: payloadBytes(input),
-            qos: settings.qos ?? input.qos,
-            retain: settings.retain,
-            properties,
-            source: { clientId: input.clientId, timestamp: input.timestamp, hops: input.hops },
-          },
-        ];
+        return planAsync(input, ruleId);
       },
     };
   },

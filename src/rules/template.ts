@@ -28,6 +28,11 @@ export interface CompiledTemplate {
    */
   render(input: unknown): Promise<string>;
   /**
+   * The rendered string without a promise, or FALLBACK when that needs JSONata (a part
+   * outside the fast-path subset, a fallback, an error): then call {@link render}.
+   */
+  renderSync(input: unknown): string | typeof FALLBACK;
+  /**
    * Literal text and expression sources in order, for static analysis (loop detection).
    * Adjacent text is merged, `$${` appears as the `${` it stands for, and there are no empty
    * text parts (the empty template has no parts).
@@ -89,8 +94,9 @@ export function compileTemplate(text: string, limits: ExpressionLimits = DEFAULT
   const isConstant = segments.every((s) => typeof s === 'string');
   const frozenParts = Object.freeze(parts.map((p) => Object.freeze(p)));
   if (isConstant) {
-    const rendered = Promise.resolve(segments.join(''));
-    return { source: text, isConstant, parts: frozenParts, render: () => rendered };
+    const constant = segments.join('');
+    const rendered = Promise.resolve(constant);
+    return { source: text, isConstant, parts: frozenParts, render: () => rendered, renderSync: () => constant };
   }
   // Hot path (every republish): one loop, string concatenation, no per-call closures.
   const renderAsync = async (input: unknown): Promise<string> => {
@@ -108,11 +114,11 @@ export function compileTemplate(text: string, limits: ExpressionLimits = DEFAULT
     return out;
   };
   const allFast = segments.every((s) => typeof s === 'string' || s.evaluateSync !== undefined);
-  if (!allFast) return { source: text, isConstant, parts: frozenParts, render: renderAsync };
+  if (!allFast) return { source: text, isConstant, parts: frozenParts, render: renderAsync, renderSync: () => FALLBACK };
   // Every part has a synchronous fast path: build the string without a promise per part.
   // Any part that falls back (or yields nothing, which is an error) sends the whole render
   // through renderAsync, which re-evaluates with JSONata and produces the value or error.
-  const renderSync = (input: unknown): string | typeof FALLBACK => {
+  const renderFast = (input: unknown): string | typeof FALLBACK => {
     let out = '';
     for (let s = 0; s < segments.length; s++) {
       const segment = segments[s]!;
@@ -126,18 +132,21 @@ export function compileTemplate(text: string, limits: ExpressionLimits = DEFAULT
     }
     return out;
   };
+  const renderSync = (input: unknown): string | typeof FALLBACK => {
+    try {
+      return renderFast(input);
+    } catch {
+      // JSON.stringify of an odd value (a BigInt in a hand-built input): renderAsync rejects with it.
+      return FALLBACK;
+    }
+  };
   return {
     source: text,
     isConstant,
     parts: frozenParts,
+    renderSync,
     render(input: unknown): Promise<string> {
-      let out: string | typeof FALLBACK;
-      try {
-        out = renderSync(input);
-      } catch {
-        // JSON.stringify of an odd value (a BigInt in a hand-built input): renderAsync rejects with it.
-        out = FALLBACK;
-      }
+      const out = renderSync(input);
       return out === FALLBACK ? renderAsync(input) : Promise.resolve(out);
     },
   };
