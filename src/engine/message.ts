@@ -30,10 +30,9 @@ export interface RuleProperties {
 }
 
 const RAW = Symbol('raw');
-const TRANSFORMED = Symbol('transformed');
 const PROPERTIES = Symbol('properties');
 
-type Tagged = RuleInput & { [RAW]?: Buffer; [TRANSFORMED]?: boolean; [PROPERTIES]?: MessageProperties };
+type Tagged = RuleInput & { [RAW]?: Buffer; [PROPERTIES]?: MessageProperties };
 
 /** Parses a payload: JSON when it parses, else UTF-8 text. */
 export function parsePayload(payload: Buffer): unknown {
@@ -84,7 +83,6 @@ function toRuleProperties(p: MessageProperties | undefined): RuleProperties {
 /** The input after a transform: same message, new payload. */
 export function withPayload(input: RuleInput, payload: unknown): RuleInput {
   const next: Tagged = { ...input, payload };
-  Object.defineProperty(next, TRANSFORMED, { value: true, enumerable: false });
   Object.defineProperty(next, PROPERTIES, { value: (input as Tagged)[PROPERTIES], enumerable: false });
   return next;
 }
@@ -95,8 +93,11 @@ export function withPayload(input: RuleInput, payload: unknown): RuleInput {
  */
 export function payloadBytes(input: RuleInput): Buffer {
   const tagged = input as Tagged;
-  if (!tagged[TRANSFORMED] && tagged[RAW]) return tagged[RAW];
-  return encodePayload(input.payload);
+  if (tagged[RAW]) return tagged[RAW];
+  // Encoded once per transform result, however many outputs send it (republish + history).
+  const bytes = encodePayload(input.payload);
+  Object.defineProperty(tagged, RAW, { value: bytes, enumerable: false });
+  return bytes;
 }
 
 /** Encodes a JSONata result as a payload: strings as UTF-8, undefined as empty, anything else as JSON. */
