@@ -54,6 +54,8 @@ export interface HistoryStoreOptions {
 export const DEFAULT_MAX_BATCH_ROWS = 1000;
 /** Default {@link HistoryStoreOptions.maxBatchDelayMs}. */
 export const DEFAULT_MAX_BATCH_DELAY_MS = 5;
+/** Rows per multi-row INSERT statement. */
+const INSERT_ROWS_PER_STATEMENT = 32;
 /** Default {@link HistoryQuery.limit}. */
 export const DEFAULT_QUERY_LIMIT = 100;
 /** Largest {@link HistoryQuery.limit}. */
@@ -142,7 +144,12 @@ export class HistoryStore {
   private readonly clock: Clock;
   private readonly log: Logger;
   private readonly batcher: WriteBatcher;
-  private readonly insertRow: WriteOp<HistoryRow>;
+  /** Rows appended since the last commit; one batcher write inserts all of them. */
+  private rows: HistoryRow[] = [];
+  /** The commit that will insert `rows`. */
+  private rowsCommit: Promise<void> | undefined;
+  private readonly insertRows: WriteOp<HistoryRow[]>;
+  private readonly maxBatchRows: number;
   private readonly deleteChunk: BetterSqlite3.Statement<[number, number]>;
   private readonly selects = new Map<string, BetterSqlite3.Statement>();
   private retentionTimer: TimerHandle | undefined;
@@ -153,6 +160,7 @@ export class HistoryStore {
     this.db = db;
     this.clock = options.clock;
     this.log = options.log;
+    this.maxBatchRows = Math.max(1, options.maxBatchRows ?? DEFAULT_MAX_BATCH_ROWS);
     this.batcher =
       options.batcher ??
       new WriteBatcher(db, {
@@ -161,12 +169,33 @@ export class HistoryStore {
         maxBatchOps: options.maxBatchRows ?? DEFAULT_MAX_BATCH_ROWS,
         maxBatchDelayMs: options.maxBatchDelayMs ?? DEFAULT_MAX_BATCH_DELAY_MS,
       });
-    const insert = db.prepare<[number, string, Buffer, number, number, string, string]>(
-      'INSERT INTO history (time, topic, payload, qos, retain, rule_id, client_id) VALUES (?, ?, ?, ?, ?, ?, ?)',
-    );
-    // Hot path: one prepared statement with positional parameters, run inside the batch's transaction.
-    this.insertRow = (r: HistoryRow) => {
-      insert.run(r.time, r.topic, r.payload, r.qos, r.retain ? 1 : 0, r.ruleId, r.clientId);
+    const sql = (n: number) => `INSERT INTO history (time, topic, payload, qos, retain, rule_id, client_id) VALUES ${Array(n).fill('(?, ?, ?, ?, ?, ?, ?)').join(', ')}`;
+    const insertOne = db.prepare(sql(1));
+    const insertMany = db.prepare(sql(INSERT_ROWS_PER_STATEMENT));
+    // Hot path: the rows of a batch go in with multi-row INSERTs (one statement per
+    // INSERT_ROWS_PER_STATEMENT rows instead of one per row), inside the batch's transaction.
+    this.insertRows = (rows) => {
+      if (this.rows === rows) this.rows = [];
+      let i = 0;
+      const params: unknown[] = new Array(INSERT_ROWS_PER_STATEMENT * 7);
+      for (; i + INSERT_ROWS_PER_STATEMENT <= rows.length; i += INSERT_ROWS_PER_STATEMENT) {
+        for (let k = 0; k < INSERT_ROWS_PER_STATEMENT; k++) {
+          const r = rows[i + k]!;
+          const o = k * 7;
+          params[o] = r.time;
+          params[o + 1] = r.topic;
+          params[o + 2] = r.payload;
+          params[o + 3] = r.qos;
+          params[o + 4] = r.retain ? 1 : 0;
+          params[o + 5] = r.ruleId;
+          params[o + 6] = r.clientId;
+        }
+        insertMany.run(params);
+      }
+      for (; i < rows.length; i++) {
+        const r = rows[i]!;
+        insertOne.run(r.time, r.topic, r.payload, r.qos, r.retain ? 1 : 0, r.ruleId, r.clientId);
+      }
     };
     for (const mode of ['all', 'exact', 'range'] as const) {
       for (const order of ['asc', 'desc'] as const) this.selects.set(`${mode} ${order}`, db.prepare(selectSql(mode, order)));
@@ -186,7 +215,23 @@ export class HistoryStore {
     if (this.closed) return Promise.reject(new Error('HistoryStore is closed'));
     const problem = rowProblem(row);
     if (problem !== undefined) return Promise.reject(new TypeError(`history row for topic '${String(row.topic)}' not stored: ${problem}`));
-    return this.batcher.write(this.insertRow, row);
+    // The first row since the last commit adds the one write that inserts them all; later
+    // rows join it and share the same commit.
+    let rows = this.rows;
+    let committed: Promise<void> | undefined = rows.length > 0 && this.batcher.pending() === this.rowsCommit ? this.rowsCommit : undefined;
+    if (committed === undefined) {
+      // No open batch holds our write (none yet, or the last one ended): start one.
+      rows = this.rows = [row];
+      committed = this.rowsCommit = this.batcher.write(this.insertRows, rows);
+      // A batch that failed before inserting them must not leave them for the next one.
+      committed.catch(() => {
+        if (this.rows === rows) this.rows = [];
+      });
+    } else {
+      rows.push(row);
+    }
+    if (rows.length >= this.maxBatchRows) this.batcher.commit();
+    return committed;
   }
 
   /** Commits what is queued now. Resolves when it committed; rejects like {@link append}. */
