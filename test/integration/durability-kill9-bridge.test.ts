@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { durableProject, recorder, startCli, withDb, type Recorder } from '../helpers/durable.js';
 import { bridgeState, mosquittoPeer, startMosquitto } from '../helpers/mosquitto.js';
-import { openRaw } from '../helpers/raw-client.js';
+import { numberOf, prng, publishNumbers, untilMessages } from '../helpers/kill9.js';
 
 /**
  * "Acked means stored" through a real remote output: a publisher sends numbered QoS 1
@@ -43,66 +43,8 @@ function outputs(mosquittoUrl: string): string {
   return `outputs: ${JSON.stringify({ remote })}`;
 }
 
-/** mulberry32: a small seeded PRNG, so a failing kill point can be reproduced. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
-  };
-}
 
-function numberOf(payload: Buffer | string): number {
-  return (JSON.parse(payload.toString()) as { n: number }).n;
-}
 
-/**
- * Publishes `numbers` as QoS 1 `{"n": i}` to n/x over one raw 3.1.1 connection with at most
- * WINDOW unacknowledged, adding each PUBACKed number to `acked` and calling `onAck` after it.
- * Resolves 'done' when all are acked, or 'closed' when the connection drops first. Bounded.
- */
-async function publishNumbers(port: number, numbers: readonly number[], acked: Set<number>, onAck: () => void = () => {}): Promise<'done' | 'closed'> {
-  const r = await openRaw(port, { within: 5000 });
-  try {
-    const connack = await r.connect({ clientId: 'kill9-bridge-pub', clean: true }, { within: 5000 });
-    expect(connack.returnCode).toBe(0);
-    const inflight = new Map<number, number>();
-    let next = 0;
-    let packetId = 0;
-    const fill = () => {
-      while (inflight.size < WINDOW && next < numbers.length) {
-        const n = numbers[next++]!;
-        do packetId = packetId >= 65_535 ? 1 : packetId + 1;
-        while (inflight.has(packetId));
-        inflight.set(packetId, n);
-        r.send({ cmd: 'publish', topic: 'n/x', payload: Buffer.from(JSON.stringify({ n })), qos: 1, messageId: packetId, retain: false, dup: acked.size > 0 });
-      }
-    };
-    fill();
-    while (inflight.size > 0) {
-      let packet;
-      try {
-        packet = await r.nextPacket({ within: 10_000 });
-      } catch (err) {
-        if (r.isClosed) return 'closed';
-        throw err;
-      }
-      if (packet.cmd !== 'puback') throw new Error(`publisher got ${packet.cmd}, expected only PUBACKs`);
-      const n = inflight.get(packet.messageId!);
-      if (n === undefined) throw new Error(`PUBACK for unknown packet id ${packet.messageId}`);
-      inflight.delete(packet.messageId!);
-      acked.add(n);
-      onAck();
-      fill();
-    }
-    return 'done';
-  } finally {
-    r.destroy();
-  }
-}
 
 function tally(rec: Recorder): { distinct: Set<number>; copies: number } {
   const distinct = new Set<number>();
@@ -110,23 +52,6 @@ function tally(rec: Recorder): { distinct: Set<number>; copies: number } {
   return { distinct, copies: rec.received.length };
 }
 
-/** Resolves once `ready()` holds, checked at each message the recorder gets; rejects after `within` ms. */
-function untilMessages(rec: Recorder, ready: () => boolean, what: () => string, within: number): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (ready()) return resolve();
-    const onMessage = () => {
-      if (!ready()) return;
-      clearTimeout(timer);
-      rec.client.off('message', onMessage);
-      resolve();
-    };
-    const timer = setTimeout(() => {
-      rec.client.off('message', onMessage);
-      reject(new Error(`${what()} after ${within} ms`));
-    }, within);
-    rec.client.on('message', onMessage);
-  });
-}
 
 /** Resolves once `rec` got nothing for `forMs` ms; rejects if messages keep coming for `within` ms. */
 async function quiet(rec: Recorder, forMs: number, within: number): Promise<void> {
@@ -161,11 +86,11 @@ describe('acked means stored through a bridge: kill -9 under load', () => {
       const all = Array.from({ length: TOTAL }, (_, i) => i);
       const acked = new Set<number>();
       let killed = false;
-      const outcome = await publishNumbers(project.port, all, acked, () => {
+      const outcome = await publishNumbers(project.port, all, acked, { topic: 'n/x', clientId: 'kill9-bridge-pub', window: WINDOW, onAck: () => {
         if (killed || acked.size < killAt) return;
         killed = true;
         process.kill(first.child.pid, 'SIGKILL');
-      });
+      } });
       expect(outcome, `seed ${seed}: the publisher finished before the kill`).toBe('closed');
       expect((await first.child.exited).signal).toBe('SIGKILL');
 
@@ -193,7 +118,7 @@ describe('acked means stored through a bridge: kill -9 under load', () => {
       // Restart on the same port and database; the publisher resends what it has no PUBACK for.
       const second = await startCli(project);
       const rest = all.filter((n) => !acked.has(n));
-      expect(await publishNumbers(project.port, rest, acked)).toBe('done');
+      expect(await publishNumbers(project.port, rest, acked, { topic: 'n/x', clientId: 'kill9-bridge-pub', window: WINDOW })).toBe('done');
       expect(acked.size).toBe(TOTAL);
 
       await untilMessages(

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { durableProject, recorder, startCli, withDb, type Recorder } from '../helpers/durable.js';
-import { openRaw } from '../helpers/raw-client.js';
+import { numberOf, prng, publishNumbers, untilMessages } from '../helpers/kill9.js';
 
 /**
  * The "acked means stored" proof: a publisher sends numbered QoS 1 messages to a rule that
@@ -30,67 +30,8 @@ const RULES = `rules:
       - republish: { topic: load/out, qos: 1 }
 `;
 
-/** mulberry32: a small seeded PRNG, so a failing kill point can be reproduced. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
-  };
-}
 
-function numberOf(payload: Buffer | string): number {
-  return (JSON.parse(payload.toString()) as { n: number }).n;
-}
 
-/**
- * Publishes `numbers` as QoS 1 `{"n": i}` to load/in over one raw 3.1.1 connection with at most
- * WINDOW unacknowledged, adding each PUBACKed number to `acked` and calling `onAck` after it.
- * Resolves 'done' when all are acked, or 'closed' when the connection drops first (the
- * PUBACKs that arrived before the drop are counted). Bounded: a silent broker fails it.
- */
-async function publishNumbers(port: number, numbers: readonly number[], acked: Set<number>, onAck: () => void = () => {}): Promise<'done' | 'closed'> {
-  const r = await openRaw(port, { within: 5000 });
-  try {
-    const connack = await r.connect({ clientId: 'kill9-pub', clean: true }, { within: 5000 });
-    expect(connack.returnCode).toBe(0);
-    const inflight = new Map<number, number>();
-    let next = 0;
-    let packetId = 0;
-    const fill = () => {
-      while (inflight.size < WINDOW && next < numbers.length) {
-        const n = numbers[next++]!;
-        do packetId = packetId >= 65_535 ? 1 : packetId + 1;
-        while (inflight.has(packetId));
-        inflight.set(packetId, n);
-        r.send({ cmd: 'publish', topic: 'load/in', payload: Buffer.from(JSON.stringify({ n })), qos: 1, messageId: packetId, retain: false, dup: acked.size > 0 });
-      }
-    };
-    fill();
-    while (inflight.size > 0) {
-      let packet;
-      try {
-        packet = await r.nextPacket({ within: 10_000 });
-      } catch (err) {
-        if (r.isClosed) return 'closed';
-        throw err;
-      }
-      if (packet.cmd !== 'puback') throw new Error(`publisher got ${packet.cmd}, expected only PUBACKs`);
-      const n = inflight.get(packet.messageId!);
-      if (n === undefined) throw new Error(`PUBACK for unknown packet id ${packet.messageId}`);
-      inflight.delete(packet.messageId!);
-      acked.add(n);
-      onAck();
-      fill();
-    }
-    return 'done';
-  } finally {
-    r.destroy();
-  }
-}
 
 /** Every number the subscriber received, with how many copies. */
 function tally(recorders: Recorder[]): { distinct: Set<number>; copies: number } {
@@ -105,23 +46,6 @@ function tally(recorders: Recorder[]): { distinct: Set<number>; copies: number }
   return { distinct, copies };
 }
 
-/** Resolves once `ready()` holds, checked at each message the recorder gets; rejects after `within` ms. */
-function untilMessages(rec: Recorder, ready: () => boolean, what: () => string, within: number): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (ready()) return resolve();
-    const onMessage = () => {
-      if (!ready()) return;
-      clearTimeout(timer);
-      rec.client.off('message', onMessage);
-      resolve();
-    };
-    const timer = setTimeout(() => {
-      rec.client.off('message', onMessage);
-      reject(new Error(`${what()} after ${within} ms`));
-    }, within);
-    rec.client.on('message', onMessage);
-  });
-}
 
 describe('acked means stored: kill -9 under load', () => {
   it.each(SEEDS)(
@@ -141,11 +65,11 @@ describe('acked means stored: kill -9 under load', () => {
       const all = Array.from({ length: TOTAL }, (_, i) => i);
       const acked = new Set<number>();
       let killed = false;
-      const outcome = await publishNumbers(project.port, all, acked, () => {
+      const outcome = await publishNumbers(project.port, all, acked, { topic: 'load/in', clientId: 'kill9-pub', window: WINDOW, onAck: () => {
         if (killed || acked.size < killAt) return;
         killed = true;
         process.kill(first.child.pid, 'SIGKILL');
-      });
+      } });
       expect(outcome, `seed ${seed}: the publisher finished before the kill`).toBe('closed');
       expect((await first.child.exited).signal).toBe('SIGKILL');
 
@@ -173,7 +97,7 @@ describe('acked means stored: kill -9 under load', () => {
       const sinkAgain = await recorder(project.url, sinkOptions);
       expect(sinkAgain.connack.sessionPresent).toBe(true);
       const rest = all.filter((n) => !acked.has(n));
-      expect(await publishNumbers(project.port, rest, acked)).toBe('done');
+      expect(await publishNumbers(project.port, rest, acked, { topic: 'load/in', clientId: 'kill9-pub', window: WINDOW })).toBe('done');
       expect(acked.size).toBe(TOTAL);
 
       await untilMessages(
