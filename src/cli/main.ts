@@ -8,6 +8,7 @@ import { checkCommand } from './check.js';
 import { deadLettersCommand } from './dead-letters.js';
 import { historyCommand } from './history.js';
 import { runCommand } from './run.js';
+import { statusCommand } from './status.js';
 import { testCommand } from './test.js';
 import { traceCommand } from './trace.js';
 
@@ -119,6 +120,23 @@ async function main(argv: string[]): Promise<number> {
       }
       const { since, until, limit, json } = opts;
       exitCode = historyCommand({ dbPath, filter, since, until, limit, json }, process.stdout);
+    });
+
+  program
+    .command('status')
+    .description('show a running signalbox: broker, bridge states, outbox depth, stored sessions and dead letters')
+    .option('--json', 'print the status as one JSON object')
+    .option('-c, --config <file>', 'config file', DEFAULT_CONFIG)
+    .action(async (opts: ConfigOption & { json?: boolean }, cmd: Command) => {
+      const { config, configExplicit } = configOf(opts, cmd);
+      const issues: ConfigIssue[] = [];
+      const loaded = loadConfigFile(config, { explicit: configExplicit }, issues);
+      if (!loaded) {
+        process.stderr.write(`${formatIssues(issues)}\n${issues.length} problem(s)\n`);
+        exitCode = 2;
+        return;
+      }
+      exitCode = await statusCommand(loaded, { json: opts.json }, process.stdout);
     });
 
   program

@@ -1,5 +1,6 @@
 import { spawn } from 'node:child_process';
 import { readFileSync, rmSync } from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -223,6 +224,50 @@ describe('signalbox history', () => {
     const limited = await cli(['history', '#', '--limit', '1'], t.dir);
     expect(limited.stdout).toMatch(/^\S+ {2}greenhouse\/south\/temperature {2}q1 r0 {2}rule=greenhouse-temperature {2}\{"room":"south","c":25,"f":77\}\n$/);
     expect(await cli(['history', '#', '--limit', 'lots'], t.dir)).toMatchObject({ code: 2, stderr: expect.stringContaining('must be a whole number') });
+  });
+});
+
+/** A port nothing listens on right now (bound, then released). */
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer().listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as net.AddressInfo;
+      server.close(() => resolve(port));
+    });
+    server.on('error', reject);
+  });
+}
+
+describe('signalbox status', () => {
+  it('shows the running broker, a bridge that cannot connect, and what waits in its outbox', async () => {
+    const port = await freePort();
+    const deadPort = await freePort();
+    const t = await startEngine({
+      config: `broker:\n  listeners: [{ type: mqtt, host: 127.0.0.1, port: ${port} }]\noutputs:\n  cloud:\n    type: bridge\n    url: mqtt://127.0.0.1:${deadPort}\n    reconnect: { retryMinMs: 50, retryMaxMs: 100 }\n`,
+      rules: { 'fwd.yaml': 'rules:\n  - id: fwd\n    on: t/#\n    to:\n      - bridge: { output: cloud }\n' },
+    });
+    cleanups.push(() => void t.close());
+    const client = await connect(t.url);
+    await client.publishAsync('t/1', 'waiting', { qos: 1 });
+    await client.endAsync();
+
+    const r = await cli(['status', '--json'], t.dir);
+    expect(r.code).toBe(0);
+    const report = JSON.parse(r.stdout) as { broker: { reachable: boolean }; bridges: Record<string, string>; outboxes: Record<string, { waiting: number }> };
+    expect(report.broker.reachable).toBe(true);
+    expect(['connecting', 'offline']).toContain(report.bridges.cloud);
+    expect(report.outboxes.cloud!.waiting).toBe(1);
+    const text = await cli(['status'], t.dir);
+    expect(text.stdout).toMatch(/^broker {5}mqtt:\/\/127\.0\.0\.1:\d+ {2}running$/m);
+    expect(text.stdout).toMatch(/^outbox {5}cloud {2}1 waiting/m);
+  });
+
+  it('says so, and exits 1, when no signalbox is running', async () => {
+    const port = await freePort();
+    const dir = project({ config: `broker:\n  listeners: [{ type: mqtt, host: 127.0.0.1, port: ${port} }]\n` });
+    const r = await cli(['status'], dir);
+    expect(r.code).toBe(1);
+    expect(r.stdout).toMatch(/NOT REACHABLE/);
   });
 });
 
