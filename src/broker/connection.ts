@@ -1,5 +1,5 @@
 import type { Duplex } from 'node:stream';
-import mqttPacket, { type IConnectPacket, type Packet } from 'mqtt-packet';
+import mqttPacket, { type Packet } from 'mqtt-packet';
 import type { TimerHandle } from '../clock.js';
 import type { BrokerContext } from './context.js';
 import { decodePublish } from './decode-publish.js';
@@ -361,6 +361,3 @@ export class Connection implements Sender {
     if (wasConnected) this.ctx.connectionEnded(this);
   }
 }
-
-/** The CONNECT packet as the CONNECT handler needs it. */
-export type ConnectPacket = IConnectPacket;
