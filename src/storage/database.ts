@@ -9,6 +9,9 @@ import { SCHEMA_VERSION, migrate, type Migration } from './migrations.js';
 export type Database = BetterSqlite3.Database;
 
 /** How long a statement waits for another connection's lock before SQLITE_BUSY. */
+/** SQLite page cache, in KiB. */
+const CACHE_KIB = 32 * 1024;
+
 export const DEFAULT_BUSY_TIMEOUT_MS = 5_000;
 
 /** Options of {@link openDatabase}. */
@@ -122,6 +125,9 @@ export function openDatabase(path: string, options: OpenDatabaseOptions): Databa
       db.pragma(`synchronous = ${options.durability === 'full' ? 'FULL' : 'NORMAL'}`);
     }
     db.pragma('foreign_keys = ON');
+    // 32 MiB of page cache (the default is 2 MiB): the history and outbox indexes stay in
+    // memory under a steady insert load instead of being re-read.
+    db.pragma(`cache_size = -${CACHE_KIB}`);
     if (!readonly) {
       migrate(db, { file: path, log, ...(options.migrations ? { migrations: options.migrations } : {}) });
       if (created) tightenSidecars(path, log);
