@@ -1,9 +1,8 @@
-import { spawn } from 'node:child_process';
 import { existsSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { describe, expect, it, onTestFinished } from 'vitest';
 import type { DeadLetter } from '../../src/storage/dead-letters.js';
+import { cli, type CliResult } from '../helpers/cli.js';
 import { startEngine, writeProject, type TestEngine } from '../helpers/engine.js';
 import { connect } from '../helpers/mqtt.js';
 import { TestTarget, testAction, testConnector } from '../helpers/test-output.js';
@@ -15,28 +14,7 @@ import { TestTarget, testAction, testConnector } from '../helpers/test-output.js
  * redrives what `replay` marks.
  */
 
-const ROOT = fileURLToPath(new URL('../..', import.meta.url));
-const CLI = path.join(ROOT, 'dist', 'cli', 'main.js');
-const CLI_TIMEOUT_MS = 8000;
 
-interface CliResult {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-/** Runs the built CLI in `cwd` and collects its output and exit code. */
-function cli(args: string[], cwd: string): Promise<CliResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, ...args], { cwd, stdio: ['ignore', 'pipe', 'pipe'], timeout: CLI_TIMEOUT_MS });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
-}
 
 /** Polls `condition` (database state) until it holds; fails with `what` after `within` ms. */
 async function until(condition: () => boolean, what: string, { within = 5000 } = {}): Promise<void> {
