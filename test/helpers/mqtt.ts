@@ -39,7 +39,7 @@ export interface Received {
  * waiting before they publish and await later, so a rejection in between must not count as
  * unhandled.
  */
-function quiet<T>(promise: Promise<T>): Promise<T> {
+export function quiet<T>(promise: Promise<T>): Promise<T> {
   promise.catch(() => undefined);
   return promise;
 }

@@ -2,14 +2,8 @@ import type { IClientOptions, MqttClient } from 'mqtt';
 import { generate } from 'mqtt-packet';
 import { afterEach, describe, expect, test } from 'vitest';
 import type { BrokerConfigInput } from '../../src/config/broker.js';
-import { connect, startBroker, type TestBroker } from '../helpers/mqtt.js';
+import { connect, quiet, startBroker, type TestBroker } from '../helpers/mqtt.js';
 import { openRaw, type RawClient } from '../helpers/raw-client.js';
-
-/** Marks a wait started early as handled: its rejection still fails the test where it is awaited, never as an unhandled error. */
-function quiet<T>(promise: Promise<T>): Promise<T> {
-  promise.catch(() => {});
-  return promise;
-}
 
 // Every test gets its own broker; cleanups run last-registered first.
 const cleanups: Array<() => Promise<void> | void> = [];

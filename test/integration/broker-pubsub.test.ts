@@ -9,12 +9,8 @@ import { connect, startBroker, type Received, type TestBroker } from '../helpers
 import { openRaw, type RawClient } from '../helpers/raw-client.js';
 
 /** Marks a wait started early as handled: its rejection still fails the test where it is awaited, never as an unhandled error. */
-function quiet<T>(promise: Promise<T>): Promise<T> {
-  promise.catch(() => {});
-  return promise;
-}
-const nextMessage: typeof helpers.nextMessage = (...args) => quiet(helpers.nextMessage(...args));
-const collect: typeof helpers.collect = (...args) => quiet(helpers.collect(...args));
+const { nextMessage, quiet } = helpers;
+const { collect } = helpers;
 
 // Every test gets its own broker, so retained messages and `#` subscribers never leak between tests.
 const cleanups: Array<() => Promise<void> | void> = [];

@@ -5,12 +5,8 @@ import { connect, type Received } from '../helpers/mqtt.js';
 import { startEngine, type ProjectFiles, type TestEngine } from '../helpers/engine.js';
 
 /** Marks a wait started early as handled: its rejection still fails the test where it is awaited. */
-function quiet<T>(promise: Promise<T>): Promise<T> {
-  promise.catch(() => {});
-  return promise;
-}
-const nextMessage: typeof helpers.nextMessage = (...args) => quiet(helpers.nextMessage(...args));
-const collect: typeof helpers.collect = (...args) => quiet(helpers.collect(...args));
+const { nextMessage, quiet } = helpers;
+const { collect } = helpers;
 
 // Every test gets its own engine (broker, database, rules), so retained messages never leak.
 const cleanups: Array<() => Promise<unknown> | unknown> = [];

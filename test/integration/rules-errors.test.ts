@@ -10,12 +10,8 @@ import { startEngine, writeProject, type ProjectFiles, type TestEngine } from '.
 import * as helpers from '../helpers/mqtt.js';
 import { connect, type Received } from '../helpers/mqtt.js';
 
-function quiet<T>(promise: Promise<T>): Promise<T> {
-  promise.catch(() => {});
-  return promise;
-}
-const nextMessage: typeof helpers.nextMessage = (...args) => quiet(helpers.nextMessage(...args));
-const collect: typeof helpers.collect = (...args) => quiet(helpers.collect(...args));
+const { nextMessage, quiet } = helpers;
+const { collect } = helpers;
 
 const cleanups: Array<() => Promise<unknown> | unknown> = [];
 

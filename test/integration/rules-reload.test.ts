@@ -17,11 +17,7 @@ import { startEngine, type TestEngine } from '../helpers/engine.js';
 import * as helpers from '../helpers/mqtt.js';
 import { connect } from '../helpers/mqtt.js';
 
-function quiet<T>(promise: Promise<T>): Promise<T> {
-  promise.catch(() => {});
-  return promise;
-}
-const nextMessage: typeof helpers.nextMessage = (...args) => quiet(helpers.nextMessage(...args));
+const { nextMessage, quiet } = helpers;
 
 const cleanups: Array<() => Promise<unknown> | unknown> = [];
 
