@@ -6,7 +6,7 @@ import { parseSharedFilter, validateTopicName } from '../topics/validate.js';
 import { Connection } from './connection.js';
 import type { BrokerContext, BrokerStats } from './context.js';
 import { createMqttListener } from './listeners/mqtt.js';
-import type { BoundAddress, Listener, ListenerFactory } from './listeners/listener.js';
+import type { BoundAddress, Listener, ListenerFactory, StreamOrigin } from './listeners/listener.js';
 import { RC } from './reason-codes.js';
 import type { BrokerPersistence, StoredSession } from './persistence.js';
 import { RetainedStore } from './retained.js';
@@ -268,12 +268,12 @@ export function createBroker(config: BrokerConfig, deps: BrokerDeps): Broker {
 
   restore();
 
-  function onStream(stream: Duplex, remote: string): void {
+  function onStream(stream: Duplex, origin: StreamOrigin): void {
     if (ctx.closing) {
       stream.destroy();
       return;
     }
-    ctx.connections.add(new Connection(ctx, stream, remote));
+    ctx.connections.add(new Connection(ctx, stream, origin));
   }
 
   return {
@@ -288,7 +288,7 @@ export function createBroker(config: BrokerConfig, deps: BrokerDeps): Broker {
         const factory = listenerTypes[lc.type];
         if (!factory) throw new Error(`unknown listener type "${lc.type}"`);
         const listener = factory(lc);
-        const address = await listener.start(onStream);
+        const address = await listener.start((stream, peer) => onStream(stream, { ...peer, listener: lc }));
         listeners.push(listener);
         bound.push(address);
         log.info({ type: address.type, host: address.host, port: address.port }, 'listening');

@@ -2,6 +2,7 @@ import type { Duplex } from 'node:stream';
 import mqttPacket, { type Packet } from 'mqtt-packet';
 import type { TimerHandle } from '../clock.js';
 import type { BrokerContext } from './context.js';
+import type { StreamOrigin } from './listeners/listener.js';
 import { decodePublish } from './decode-publish.js';
 import { encodePublishHeader } from './encode.js';
 import { FrameError, PacketFramer } from './framing.js';
@@ -102,6 +103,8 @@ export class Connection implements Sender {
   private lastSeen: number;
   private keepaliveTimer: TimerHandle | undefined;
   private connectTimer: TimerHandle | undefined;
+  /** `address:port` of the peer, for logs. */
+  readonly remote: string;
   private readonly parser: ReturnType<typeof mqttPacket.parser>;
   private readonly framer: PacketFramer;
   private sawFirstByte = false;
@@ -110,8 +113,10 @@ export class Connection implements Sender {
   constructor(
     private readonly ctx: BrokerContext,
     private readonly stream: Duplex,
-    readonly remote: string,
+    /** The peer and the listener that accepted it (auth, limits and logs read it). */
+    readonly origin: StreamOrigin,
   ) {
+    this.remote = origin.remote;
     this.lastSeen = ctx.clock.now();
     this.receiveMaximum = ctx.config.limits.maxInflight;
     this.parser = mqttPacket.parser({ protocolVersion: 4 });
@@ -125,7 +130,7 @@ export class Connection implements Sender {
     // [MQTT-3.1.4-1] a connection that sends no CONNECT in time is closed.
     this.connectTimer = ctx.clock.setTimeout(() => {
       if (this.state === 'new') {
-        ctx.log.debug({ remote }, 'no CONNECT within the connect timeout');
+        ctx.log.debug({ remote: this.remote }, 'no CONNECT within the connect timeout');
         this.destroy();
       }
     }, ctx.config.connectTimeoutMs);

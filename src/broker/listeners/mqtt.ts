@@ -8,7 +8,7 @@ export function createMqttListener(config: ListenerConfig): Listener {
   return {
     start(onStream) {
       server = net.createServer({ noDelay: true }, (socket) => {
-        onStream(socket, `${socket.remoteAddress}:${socket.remotePort}`);
+        onStream(socket, { remote: `${socket.remoteAddress}:${socket.remotePort}`, address: socket.remoteAddress ?? '' });
       });
       const srv = server;
       return new Promise<BoundAddress>((resolve, reject) => {
