@@ -123,7 +123,8 @@ function validateOutputs(source: YamlSource, raw: ConfigFile['outputs'], connect
     }
     const { type: _type, outbox, ...rest } = entry as Record<string, unknown>;
     const settings = source.validate(type.schema, rest, issues, path);
-    const outboxSettings = source.validate(outboxSchema, outbox ?? {}, issues, [...path, 'outbox']);
+    const implied = settings !== undefined && type.outboxDefaults ? type.outboxDefaults(settings) : {};
+    const outboxSettings = source.validate(outboxSchema, { ...implied, ...((outbox as object | undefined) ?? {}) }, issues, [...path, 'outbox']);
     if (settings !== undefined && outboxSettings !== undefined) outputs[name] = { type: entry.type, settings, outbox: outboxSettings };
   }
   return issues.length === before ? outputs : undefined;

@@ -7,6 +7,8 @@ import type { OutboxStore } from '../storage/outbox.js';
 
 /** While idle, the outbox is re-read this often in case rows arrived without a notify (e.g. dead-letter replay). */
 export const IDLE_POLL_MS = 1000;
+/** A target's Retry-After is honoured up to this long. */
+export const MAX_RETRY_AFTER_MS = 3_600_000;
 
 /** Counters of one output's drain, for status output and metrics. */
 export interface DrainStats {
@@ -81,6 +83,7 @@ export class OutputDrain {
     } catch (err) {
       log.warn({ err, output: this.name }, 'output did not start; will keep retrying');
     }
+    let lingered = false;
     while (!this.stopped) {
       const limit = this.singles > 0 ? 1 : this.settings.batchSize;
       let batch: OutboxMessage[];
@@ -96,7 +99,15 @@ export class OutputDrain {
         await this.idle();
         continue;
       }
+      if (batch.length < limit && this.settings.lingerMs > 0 && this.singles === 0 && !lingered) {
+        // A flush interval: let a small batch fill up (once) before paying for a write.
+        lingered = true;
+        await this.sleep(this.settings.lingerMs);
+        if (this.stopped) return;
+        continue;
+      }
       this.stats.state = 'sending';
+      lingered = false;
       try {
         await this.connector.write(batch);
       } catch (err) {
@@ -123,7 +134,8 @@ export class OutputDrain {
       this.stats.retries++;
       this.stats.state = 'backoff';
       store.recordAttempt(this.name, batch[0]!.seq, batch[batch.length - 1]!.seq);
-      const delay = this.backoff(this.failures);
+      const asked = err instanceof OutputError ? err.retryAfterMs : undefined;
+      const delay = Math.max(this.backoff(this.failures), Math.min(asked ?? 0, MAX_RETRY_AFTER_MS));
       log.warn({ output: this.name, error: message, attempt: this.failures, retryInMs: delay, waiting: store.depth(this.name).count }, 'output unavailable; retrying with backoff');
       await this.sleep(delay);
       return;

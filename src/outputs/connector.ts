@@ -30,9 +30,12 @@ export interface OutboxMessage {
 export class OutputError extends Error {
   readonly code: string;
   readonly retryable: boolean;
-  constructor(message: string, options: { retryable: boolean; code?: string; cause?: unknown }) {
+  /** The target asked to wait this long before retrying (HTTP Retry-After); the drain honours it. */
+  readonly retryAfterMs: number | undefined;
+  constructor(message: string, options: { retryable: boolean; code?: string; cause?: unknown; retryAfterMs?: number }) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.retryable = options.retryable;
+    this.retryAfterMs = options.retryAfterMs;
     this.code = options.code ?? (options.retryable ? 'SB_ERR_OUTPUT_UNAVAILABLE' : 'SB_ERR_OUTPUT_REJECTED');
   }
 }
@@ -73,6 +76,11 @@ export interface ConnectorType<S extends z.ZodType = z.ZodType> {
   /** The output's own settings (without `type` and `outbox`, which the framework adds). */
   readonly schema: S;
   create(name: string, settings: z.output<S>, deps: ConnectorDeps): Connector;
+  /**
+   * Outbox settings this type's own settings imply (e.g. an InfluxDB output's `batchSize`
+   * and `flushInterval`); applied under the user's explicit `outbox:` settings.
+   */
+  outboxDefaults?(settings: z.output<S>): Partial<z.input<typeof outboxSchema>>;
 }
 
 export type ConnectorRegistry = ReadonlyMap<string, ConnectorType>;
@@ -115,6 +123,10 @@ export const outboxSchema = z
       .default('block')
       .describe('Over maxBytes or maxAge: block (QoS 1/2 input routed here is not acknowledged until there is room; the default) or drop-oldest (counted and logged).'),
     batchSize: z.number().int().min(1).max(10_000).default(DEFAULT_OUTBOX_BATCH).describe(`Messages per write, and so in flight at once. Default ${DEFAULT_OUTBOX_BATCH}.`),
+    lingerMs: z
+      .number().int().min(0).max(3_600_000)
+      .default(0)
+      .describe('When fewer than batchSize messages wait, wait this long for more before writing (a flush interval). Default 0: write at once.'),
     retryMinMs: z.number().int().min(1).default(DEFAULT_RETRY_MIN_MS).describe(`First retry delay, ms; doubles per failure, with jitter. Default ${DEFAULT_RETRY_MIN_MS}.`),
     retryMaxMs: z.number().int().min(1).default(DEFAULT_RETRY_MAX_MS).describe(`Longest retry delay, ms. Default ${DEFAULT_RETRY_MAX_MS}.`),
   })

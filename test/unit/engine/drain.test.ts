@@ -83,7 +83,7 @@ function topics(...ns: number[]): string[] {
 }
 
 function settings(over: Partial<OutboxSettings> = {}): OutboxSettings {
-  return { maxBytes: 1 << 20, maxAge: 86_400_000, overflow: 'block', batchSize: 100, retryMinMs: 100, retryMaxMs: 1_000, ...over };
+  return { maxBytes: 1 << 20, maxAge: 86_400_000, overflow: 'block', batchSize: 100, lingerMs: 0, retryMinMs: 100, retryMaxMs: 1_000, ...over };
 }
 
 /** A random source returning `values` in turn (then the last one again). */
@@ -197,6 +197,37 @@ describe('OutputDrain', () => {
     expect(connector.delivered).toEqual(topics(1, 2, 3, 4, 5));
     expect(d.stats.retries).toBe(failures);
     expect(d.stats.lastError).toBe('target is down');
+  });
+
+  it('waits at least as long as the target asked (Retry-After) before retrying', async () => {
+    await enqueue(1);
+    const connector = new FakeConnector((_b, call) => {
+      if (call === 1) throw new OutputError('slow down', { retryable: true, retryAfterMs: 5_000 });
+    });
+    const d = drain(connector, { retryMinMs: 100, retryMaxMs: 1_000 });
+    d.start();
+    await until(() => clock.backoffs.length === 1 && clock.pending === 1, 'a backoff');
+    expect(clock.backoffs[0]).toBe(5_000);
+    clock.advance(4_999);
+    await settle();
+    expect(connector.calls).toHaveLength(1);
+    clock.advance(1);
+    await until(() => connector.delivered.length === 1, 'the retry');
+  });
+
+  it('with lingerMs, lets a small batch fill up once before writing it', async () => {
+    await enqueue(2);
+    const connector = new FakeConnector();
+    const d = drain(connector, { batchSize: 10, lingerMs: 500 });
+    d.start();
+    await until(() => clock.recorded.some((t) => t.ms === 500) && clock.pending === 1, 'the linger');
+    await Promise.all([3, 4, 5].map((n) => store.enqueue(OUTPUT, effect(n))));
+    clock.advance(499);
+    await settle();
+    expect(connector.calls).toHaveLength(0);
+    clock.advance(1);
+    await until(() => connector.delivered.length === 5, 'one write of five');
+    expect(connector.calls.map((c) => c.topics)).toEqual([topics(1, 2, 3, 4, 5)]);
   });
 
   it('draws each backoff uniformly between retryMinMs and the doubling ceiling using the injected random', async () => {
