@@ -26,12 +26,21 @@ const size = (what: string) =>
       return bytes;
     });
 
-const port = z.number().int().min(0).max(65_535);
+export const port = z.number().int().min(0).max(65_535);
+
+/** Settings every listener type has besides its address. */
+export const listenerCommonFields = {
+  host: z.string().min(1).default(DEFAULT_HOST).describe(`Address to bind. Default ${DEFAULT_HOST} (loopback only).`),
+  anonymous: z
+    .boolean()
+    .optional()
+    .describe('Whether clients may connect without credentials on this listener, overriding broker.auth.anonymous.'),
+};
 
 export const mqttListenerSchema = z
   .object({
     type: z.literal('mqtt').describe('MQTT over plain TCP.'),
-    host: z.string().min(1).default(DEFAULT_HOST).describe(`Address to bind. Default ${DEFAULT_HOST} (loopback only).`),
+    ...listenerCommonFields,
     port: port.default(DEFAULT_PORT).describe(`TCP port; 0 lets the OS choose. Default ${DEFAULT_PORT}.`),
   })
   .strict();
