@@ -62,6 +62,8 @@ export class WriteBatcher {
     this.immediate = undefined;
     this.commit();
   };
+  /** Called synchronously after every transaction: true when it committed, false when it rolled back. */
+  private readonly settledListeners: Array<(committed: boolean) => void> = [];
   /** Number of transactions committed, for metrics and benchmarks. */
   commits = 0;
   failures = 0;
@@ -94,6 +96,15 @@ export class WriteBatcher {
     batch.args.push(arg);
     if (batch.fns.length >= this.maxBatchOps) this.commit();
     return batch.promise;
+  }
+
+  /**
+   * Registers `listener` to run synchronously right after each transaction ends, before any
+   * write's promise settles: with true when it committed, false when it rolled back. Lets a
+   * store keep an in-memory view of exactly what is committed.
+   */
+  onSettled(listener: (committed: boolean) => void): void {
+    this.settledListeners.push(listener);
   }
 
   /** The open batch's promise when writes are waiting; undefined when nothing is. */
@@ -132,10 +143,12 @@ export class WriteBatcher {
       this.failures++;
       const error = toStorageError(err, this.db.name);
       this.options.log.error({ err: error, code: error.code, writes: batch.fns.length }, 'storage commit failed; nothing of this batch was written');
+      for (const listener of this.settledListeners) listener(false);
       batch.reject(error);
       return;
     }
     this.commits++;
+    for (const listener of this.settledListeners) listener(true);
     batch.resolve();
   }
 

@@ -28,22 +28,54 @@ export interface OutboxDepth {
 
 type Insert = [string, Effect];
 
+/** An outbox row kept in memory. */
+type TailRow = OutboxMessage;
+
+/**
+ * The newest committed rows of one output, in memory, so a drain that keeps up reads what
+ * was just committed without a SELECT (and without copying every payload back out of
+ * SQLite). Every committed row of the output with seq > `floor` is in `rows[head..]`; older
+ * ones are read from the database.
+ */
+interface Tail {
+  readonly output: string;
+  rows: TailRow[];
+  head: number;
+  floor: number;
+  bytes: number;
+  /** Highest seq handed out from `rows` (its rows may be in flight). */
+  served: number;
+  /** Inserted in the open transaction; become visible when it commits. */
+  pending: TailRow[];
+}
+
+/** Payload bytes an output's in-memory tail may hold before it falls back to reading SQLite. */
+export const TAIL_MAX_BYTES = 2 * 1024 * 1024;
+/** Rows an output's in-memory tail may hold. */
+export const TAIL_MAX_ROWS = 8192;
+
 /**
  * The durable outboxes of all remote outputs: one FIFO per output in one table. Rows are
  * written through the group-commit batcher, in the same transaction as everything else the
  * message caused, and deleted only after the output confirmed them. Depth (rows, payload
- * bytes) is counted in memory so cap checks cost nothing per message.
+ * bytes) is counted in memory so cap checks cost nothing per message, and the newest
+ * committed rows stay in memory (bounded) for the drain to read.
  */
 export class OutboxStore {
   private readonly insertRow: (a: Insert) => void;
   private readonly deleteUpTo: (a: [string, number]) => void;
   private readonly deleteOne: (a: [string, number]) => void;
-  private readonly selectPage: BetterSqlite3.Statement<[string, number, number]>;
+  private readonly selectPage: BetterSqlite3.Statement<[string, number, number, number]>;
   private readonly selectOldest: BetterSqlite3.Statement<[string]>;
   private readonly bumpAttempts: BetterSqlite3.Statement<[string, number, number]>;
   private readonly depths = new Map<string, OutboxDepth>();
-  /** Payload bytes of rows in flight towards deletion, so `remove` can keep depth exact. */
+  /** Payload bytes of rows read from SQLite (not in a tail), so `remove` can keep depth exact. */
   private readonly sizes = new Map<string, Map<number, number>>();
+  private readonly tails = new Map<string, Tail>();
+  /** Tails with rows in the open transaction. */
+  private readonly pendingTails = new Set<Tail>();
+  /** Rows with seq at or below this were in the table before this store opened. */
+  private readonly startFloor: number;
 
   constructor(
     db: BetterSqlite3.Database,
@@ -53,18 +85,79 @@ export class OutboxStore {
     const insert = db.prepare(
       'INSERT INTO outbox (output, time, rule_id, client_id, topic, payload, qos, retain, properties, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
     );
-    this.insertRow = ([output, e]) =>
-      insert.run(output, e.source.timestamp, e.ruleId, e.source.clientId, e.topic, e.payload, e.qos, e.retain ? 1 : 0, encodeProperties(e.properties), e.data === undefined ? null : JSON.stringify(e.data));
+    this.insertRow = ([output, e]) => {
+      const seq = Number(
+        insert.run(output, e.source.timestamp, e.ruleId, e.source.clientId, e.topic, e.payload, e.qos, e.retain ? 1 : 0, encodeProperties(e.properties), e.data === undefined ? null : JSON.stringify(e.data))
+          .lastInsertRowid,
+      );
+      const tail = this.tail(output);
+      if (tail.pending.length === 0) this.pendingTails.add(tail);
+      tail.pending.push({
+        seq,
+        time: e.source.timestamp,
+        ruleId: e.ruleId,
+        clientId: e.source.clientId,
+        topic: e.topic,
+        payload: e.payload,
+        qos: e.qos,
+        retain: e.retain,
+        properties: e.properties,
+        // As the database row would give it back: plain JSON.
+        data: e.data === undefined ? undefined : (JSON.parse(JSON.stringify(e.data)) as unknown),
+        attempts: 0,
+      });
+    };
     const delUpTo = db.prepare('DELETE FROM outbox WHERE output = ? AND seq <= ?');
     this.deleteUpTo = ([output, seq]) => delUpTo.run(output, seq);
     const delOne = db.prepare('DELETE FROM outbox WHERE output = ? AND seq = ?');
     this.deleteOne = ([output, seq]) => delOne.run(output, seq);
-    this.selectPage = db.prepare('SELECT seq, time, rule_id, client_id, topic, payload, qos, retain, properties, data, attempts FROM outbox WHERE output = ? AND seq > ? ORDER BY seq LIMIT ?');
+    this.selectPage = db.prepare('SELECT seq, time, rule_id, client_id, topic, payload, qos, retain, properties, data, attempts FROM outbox WHERE output = ? AND seq > ? AND seq <= ? ORDER BY seq LIMIT ?');
     this.selectOldest = db.prepare('SELECT time FROM outbox WHERE output = ? ORDER BY seq LIMIT 1');
     this.bumpAttempts = db.prepare('UPDATE outbox SET attempts = attempts + 1 WHERE output = ? AND seq >= ? AND seq <= ?');
     for (const r of db.prepare('SELECT output, count(*) AS n, coalesce(sum(length(payload)), 0) AS bytes FROM outbox GROUP BY output').all() as { output: string; n: number; bytes: number }[]) {
       this.depths.set(r.output, { count: r.n, bytes: r.bytes });
     }
+    this.startFloor = (db.prepare('SELECT coalesce(max(seq), 0) AS seq FROM outbox').get() as { seq: number }).seq;
+    batcher.onSettled(this.onSettled);
+  }
+
+  /** Moves rows of a committed transaction into their tails; forgets those of a rolled-back one. */
+  private readonly onSettled = (committed: boolean): void => {
+    if (this.pendingTails.size === 0) return;
+    for (const tail of this.pendingTails) {
+      if (committed) {
+        for (const row of tail.pending) this.append(tail, row);
+      }
+      tail.pending = [];
+    }
+    this.pendingTails.clear();
+  };
+
+  private append(tail: Tail, row: TailRow): void {
+    if (tail.rows.length - tail.head >= TAIL_MAX_ROWS || tail.bytes + row.payload.length > TAIL_MAX_BYTES) {
+      // The drain is far behind: it reads from SQLite until it catches up with this row.
+      // Rows already handed out keep their size for when they are removed; the others are
+      // read back from SQLite later, which records it then.
+      let sizes = this.sizes.get(tail.output);
+      if (!sizes) this.sizes.set(tail.output, (sizes = new Map()));
+      for (let i = tail.head; i < tail.rows.length && tail.rows[i]!.seq <= tail.served; i++) sizes.set(tail.rows[i]!.seq, tail.rows[i]!.payload.length);
+      tail.rows = [];
+      tail.head = 0;
+      tail.bytes = 0;
+      tail.floor = row.seq;
+      return;
+    }
+    tail.rows.push(row);
+    tail.bytes += row.payload.length;
+  }
+
+  private tail(output: string): Tail {
+    let tail = this.tails.get(output);
+    if (!tail) {
+      tail = { output, rows: [], head: 0, floor: this.startFloor, bytes: 0, served: 0, pending: [] };
+      this.tails.set(output, tail);
+    }
+    return tail;
   }
 
   /** Rows and payload bytes waiting for `output`. */
@@ -95,9 +188,28 @@ export class OutboxStore {
     this.batcher.commit();
   }
 
-  /** The oldest committed rows of `output` after `afterSeq`, at most `limit`. */
+  /**
+   * The oldest committed rows of `output` after `afterSeq`, at most `limit`. Served from
+   * memory when the drain keeps up (the usual case); from SQLite otherwise. The caller must
+   * treat the messages as read-only.
+   */
   read(output: string, afterSeq: number, limit: number): OutboxMessage[] {
-    const rows = this.selectPage.all(output, afterSeq, limit) as OutboxRow[];
+    const tail = this.tail(output);
+    if (afterSeq >= tail.floor) {
+      const rows = tail.rows;
+      let i = tail.head;
+      // Usually the first row is the one wanted (the drain reads on from what it confirmed).
+      while (i < rows.length && rows[i]!.seq <= afterSeq) i++;
+      const page = rows.slice(i, Math.min(rows.length, i + limit));
+      if (page.length > 0) tail.served = Math.max(tail.served, page[page.length - 1]!.seq);
+      return page;
+    }
+    return this.readStored(output, tail, afterSeq, limit);
+  }
+
+  private readStored(output: string, tail: Tail, afterSeq: number, limit: number): OutboxMessage[] {
+    // Only up to the floor: rows above it are read from the tail, which accounts for their bytes.
+    const rows = this.selectPage.all(output, afterSeq, tail.floor, limit) as OutboxRow[];
     let sizes = this.sizes.get(output);
     if (!sizes) this.sizes.set(output, (sizes = new Map()));
     return rows.map((r) => {
@@ -120,20 +232,57 @@ export class OutboxStore {
 
   /** Forgets delivered rows of `output` up to and including `seq` (they were read in order). */
   removeUpTo(output: string, seq: number): Promise<void> {
+    const d = this.depth(output);
+    const tail = this.tail(output);
+    const rows = tail.rows;
+    let i = tail.head;
+    while (i < rows.length && rows[i]!.seq <= seq) {
+      const bytes = rows[i]!.payload.length;
+      tail.bytes -= bytes;
+      d.count = Math.max(0, d.count - 1);
+      d.bytes = Math.max(0, d.bytes - bytes);
+      rows[i] = undefined as unknown as TailRow;
+      i++;
+    }
+    this.compact(tail, i);
     this.forgetSizes(output, (s) => s <= seq);
     return this.batcher.write(this.deleteUpTo, [output, seq]);
   }
 
   /** Forgets one row (moved to the dead letters, or dropped). */
   removeOne(output: string, seq: number): Promise<void> {
-    this.forgetSizes(output, (s) => s === seq);
+    const tail = this.tail(output);
+    const index = tail.rows.findIndex((r, i) => i >= tail.head && r.seq === seq);
+    if (index !== -1) {
+      const d = this.depth(output);
+      const bytes = tail.rows[index]!.payload.length;
+      tail.bytes -= bytes;
+      d.count = Math.max(0, d.count - 1);
+      d.bytes = Math.max(0, d.bytes - bytes);
+      tail.rows.splice(index, 1);
+    } else {
+      this.forgetSizes(output, (s) => s === seq);
+    }
     return this.batcher.write(this.deleteOne, [output, seq]);
+  }
+
+  /** Drops delivered rows from the front of a tail, cheaply: the array is cut only now and then. */
+  private compact(tail: Tail, head: number): void {
+    if (head >= tail.rows.length) {
+      tail.rows = [];
+      tail.head = 0;
+    } else if (head > 1024 && head * 2 > tail.rows.length) {
+      tail.rows = tail.rows.slice(head);
+      tail.head = 0;
+    } else {
+      tail.head = head;
+    }
   }
 
   private forgetSizes(output: string, which: (seq: number) => boolean): void {
     const d = this.depth(output);
     const sizes = this.sizes.get(output);
-    if (!sizes) return;
+    if (!sizes || sizes.size === 0) return;
     for (const [seq, bytes] of sizes) {
       if (!which(seq)) continue;
       sizes.delete(seq);
@@ -144,6 +293,15 @@ export class OutboxStore {
 
   /** Counts one more failed attempt for rows `fromSeq..toSeq` (shown in dead letters and status). */
   recordAttempt(output: string, fromSeq: number, toSeq: number): void {
+    const tail = this.tails.get(output);
+    if (tail) {
+      for (let i = tail.head; i < tail.rows.length; i++) {
+        const row = tail.rows[i]!;
+        if (row.seq > toSeq) break;
+        // A new object: whoever holds the old one (the drain) still sees the count it read.
+        if (row.seq >= fromSeq) tail.rows[i] = { ...row, attempts: row.attempts + 1 };
+      }
+    }
     try {
       this.bumpAttempts.run(output, fromSeq, toSeq);
     } catch (err) {

@@ -203,7 +203,8 @@ describe('remote outputs deliver through a durable outbox', () => {
     const total = COUNT * SIZE;
     const mib = (n: number) => `${(n / 2 ** 20).toFixed(1)} MiB`;
     // What JavaScript holds after a full collection (heap plus Buffers): the precise check.
-    // Measured: under 0.5 MiB. The bound is a tenth of the payload.
+    // Only the newest rows stay in memory for the drain (at most TAIL_MAX_BYTES, 2 MiB, of
+    // payload). The bound is a tenth of the payload.
     expect(heapGrowth, `JS heap and Buffers grew by ${mib(heapGrowth)} for ${mib(total)} of payload`).toBeLessThan(total / 10);
     // The process as the OS sees it, from before the collection (garbage included) to after
     // it. Measured: it shrinks by 15-30 MiB. The bound, half the payload, is generous for
