@@ -33,6 +33,9 @@ class PacketError extends Error {
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
+/** First byte of each acknowledgement packet (PUBREL has the reserved flags 0b0010). */
+const ACK_TYPES: Partial<Record<string, number>> = { puback: 0x40, pubrec: 0x50, pubrel: 0x62, pubcomp: 0x70 };
+
 /**
  * Makes mqtt-packet's parser (used for every packet but PUBLISH) insist on well-formed UTF-8
  * without U+0000 in every string [MQTT-1.5.4-1, MQTT-1.5.4-2].
@@ -263,6 +266,19 @@ export class Connection implements Sender {
   /** Writes one packet (no-op once closed). */
   write(packet: Packet): void {
     if (this.state === 'closed') return;
+    const ack = ACK_TYPES[packet.cmd];
+    if (ack !== undefined && !(packet as { reasonCode?: number }).reasonCode && !(packet as { properties?: object }).properties) {
+      // Hot path (every QoS 1/2 PUBLISH): a successful ack is four fixed bytes; MQTT 5 lets
+      // the reason code be left out when it is Success [MQTT-3.4.2.1].
+      const id = (packet as { messageId: number }).messageId;
+      const buf = Buffer.allocUnsafe(4);
+      buf[0] = ack;
+      buf[1] = 2;
+      buf[2] = id >> 8;
+      buf[3] = id & 0xff;
+      this.out(buf);
+      return;
+    }
     this.out(mqttPacket.generate(packet, this.genOpts));
   }
 

@@ -10,6 +10,15 @@ export const IDLE_POLL_MS = 1000;
 /** A target's Retry-After is honoured up to this long. */
 export const MAX_RETRY_AFTER_MS = 3_600_000;
 
+/** One batch handed to the connector. */
+interface Write {
+  readonly batch: OutboxMessage[];
+  settled: boolean;
+  error: unknown;
+  /** Called once when it settles (the drain waiting for it). */
+  done: (() => void) | undefined;
+}
+
 /** Counters of one output's drain, for status output and metrics. */
 export interface DrainStats {
   delivered: number;
@@ -77,51 +86,113 @@ export class OutputDrain {
   }
 
   private async run(): Promise<void> {
-    const { store, log } = this.deps;
+    const { log } = this.deps;
     try {
       await this.connector.start?.();
     } catch (err) {
       log.warn({ err, output: this.name }, 'output did not start; will keep retrying');
     }
+    const maxWrites = Math.max(1, this.connector.maxConcurrentWrites ?? 1);
+    /** Writes handed to the connector and not yet settled, oldest first. */
+    let inflight: Write[] = [];
+    /** Last seq handed to the connector (ahead of lastSeq while writes are in flight). */
+    let sentSeq = this.lastSeq;
     let lingered = false;
     while (!this.stopped) {
-      const limit = this.singles > 0 ? 1 : this.settings.batchSize;
-      let batch: OutboxMessage[];
-      try {
-        batch = store.read(this.name, this.lastSeq, limit);
-      } catch (err) {
-        log.error({ err, output: this.name }, 'cannot read the outbox; retrying');
-        await this.sleep(this.backoff(++this.failures));
-        continue;
+      // Hand out more while there is room: several writes in flight keep a remote busy
+      // instead of waiting a round trip per batch (connectors that allow it, e.g. bridges).
+      const room = this.singles > 0 ? inflight.length === 0 : inflight.length < maxWrites;
+      if (room) {
+        const limit = this.singles > 0 ? 1 : this.settings.batchSize;
+        let batch: OutboxMessage[] | undefined;
+        try {
+          batch = this.deps.store.read(this.name, sentSeq, limit);
+        } catch (err) {
+          log.error({ err, output: this.name }, 'cannot read the outbox; retrying');
+          if (inflight.length === 0) {
+            await this.sleep(this.backoff(++this.failures));
+            continue;
+          }
+        }
+        if (batch !== undefined && batch.length > 0) {
+          if (inflight.length === 0 && batch.length < limit && this.settings.lingerMs > 0 && this.singles === 0 && !lingered) {
+            // A flush interval: let a small batch fill up (once) before paying for a write.
+            lingered = true;
+            await this.sleep(this.settings.lingerMs);
+            continue;
+          }
+          lingered = false;
+          this.stats.state = 'sending';
+          inflight.push(this.send(batch));
+          sentSeq = batch[batch.length - 1]!.seq;
+          continue;
+        }
       }
-      if (batch.length === 0) {
+      if (inflight.length === 0) {
         this.stats.state = 'idle';
         await this.idle();
         continue;
       }
-      if (batch.length < limit && this.settings.lingerMs > 0 && this.singles === 0 && !lingered) {
-        // A flush interval: let a small batch fill up (once) before paying for a write.
-        lingered = true;
-        await this.sleep(this.settings.lingerMs);
-        if (this.stopped) return;
+      const head = inflight[0]!;
+      if (!head.settled) {
+        // Wait for the oldest write, or for new rows to hand out while it is in flight.
+        await this.waitFor(head, room);
         continue;
       }
-      this.stats.state = 'sending';
-      lingered = false;
-      try {
-        await this.connector.write(batch);
-      } catch (err) {
-        if (this.stopped) return;
-        await this.failed(batch, err);
+      inflight.shift();
+      if (head.error === undefined) {
+        this.confirmed(head.batch);
         continue;
       }
-      const last = batch[batch.length - 1]!;
-      this.lastSeq = last.seq;
-      this.failures = 0;
-      if (this.singles > 0) this.singles--;
-      this.stats.delivered += batch.length;
-      void store.removeUpTo(this.name, last.seq).catch((err: unknown) => log.warn({ err, output: this.name }, 'delivered rows not yet deleted; they may be sent again after a restart'));
+      // Writes after a failed one are abandoned (what they sent may arrive twice); the
+      // failed batch and everything after it go again, in order.
+      inflight = [];
+      sentSeq = this.lastSeq;
+      if (this.stopped) return;
+      await this.failed(head.batch, head.error);
     }
+  }
+
+  private send(batch: OutboxMessage[]): Write {
+    const write: Write = { batch, settled: false, error: undefined, done: undefined };
+    const settle = (failed: boolean, error: unknown) => {
+      write.settled = true;
+      if (failed) write.error = error ?? new Error('write failed');
+      write.done?.();
+    };
+    try {
+      this.connector.write(batch).then(
+        () => settle(false, undefined),
+        (err: unknown) => settle(true, err),
+      );
+    } catch (err) {
+      settle(true, err);
+    }
+    return write;
+  }
+
+  private confirmed(batch: OutboxMessage[]): void {
+    const last = batch[batch.length - 1]!;
+    this.lastSeq = last.seq;
+    this.failures = 0;
+    if (this.singles > 0) this.singles--;
+    this.stats.delivered += batch.length;
+    void this.deps.store.removeUpTo(this.name, last.seq).catch((err: unknown) => this.deps.log.warn({ err, output: this.name }, 'delivered rows not yet deleted; they may be sent again after a restart'));
+  }
+
+  /** Resolves when `write` settles, or (when more may be sent) new rows were committed, or close(). */
+  private waitFor(write: Write, wakeOnNotify: boolean): Promise<void> {
+    return new Promise((resolve) => {
+      const done = () => {
+        write.done = undefined;
+        this.wake = undefined;
+        resolve();
+      };
+      write.done = done;
+      this.wake = () => {
+        if (wakeOnNotify || this.stopped) done();
+      };
+    });
   }
 
   private async failed(batch: OutboxMessage[], err: unknown): Promise<void> {

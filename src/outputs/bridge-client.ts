@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import mqtt, { type IClientOptions, type IClientPublishOptions, type IPublishPacket, type MqttClient } from 'mqtt';
+import mqtt, { type IClientOptions, type IPublishPacket, type MqttClient } from 'mqtt';
 import type { Clock, TimerHandle } from '../clock.js';
 import type { MessageProperties, QoS } from '../broker/types.js';
 import type { Logger } from '../log.js';
@@ -7,6 +7,7 @@ import { matchesFilter } from '../topics/match.js';
 import type { ResolvedBridgeSettings } from './bridge.js';
 import type { TopicMapping } from './bridge-mapping.js';
 import { backoffDelay } from './backoff.js';
+import { BridgeSender, mqttjsIdProvider } from './bridge-sender.js';
 import { OutputError, type Connector, type OutboxMessage } from './connector.js';
 
 /** MQTT 5 user property counting how many bridges a message crossed; bridges stop forwarding at `maxHops`. */
@@ -34,8 +35,11 @@ type State = 'connecting' | 'online' | 'offline' | 'stopped';
 /** How long a stop waits for the remote to take the offline status and the DISCONNECT. */
 const CLOSE_TIMEOUT_MS = 1000;
 
-/** How long one batch may wait for the remote's acknowledgements before it is retried. */
+/** How long one batch may wait for the remote's acknowledgements before the connection is dropped and it is retried. */
 const WRITE_TIMEOUT_MS = 30_000;
+
+/** Batches the drain may hand over before the first is acknowledged. */
+const MAX_CONCURRENT_WRITES = 16;
 
 /**
  * One bridge: an MQTT.js connection to the remote broker. Out: the outbox drain hands it
@@ -45,7 +49,10 @@ const WRITE_TIMEOUT_MS = 30_000;
  * with exponential backoff and jitter, and reports its state on both sides.
  */
 export class BridgeClient implements Connector {
+  /** Batches stream back to back; the sender's window (Receive Maximum) is the real limit. */
+  readonly maxConcurrentWrites = MAX_CONCURRENT_WRITES;
   private client: MqttClient | undefined;
+  private readonly sender: BridgeSender;
   private state: State = 'connecting';
   private failures = 0;
   private reconnectTimer: TimerHandle | undefined;
@@ -58,6 +65,7 @@ export class BridgeClient implements Connector {
     private readonly deps: BridgeClientDeps,
   ) {
     this.localClientId = `$bridge/${name}`;
+    this.sender = new BridgeSender(name, HOPS_PROPERTY);
   }
 
   get connected(): boolean {
@@ -83,6 +91,8 @@ export class BridgeClient implements Connector {
       queueQoSZero: false,
       rejectUnauthorized: s.rejectUnauthorized,
       customHandleAcks: this.onRemoteMessage,
+      // Identifiers 1..1023 for MQTT.js's own packets; the sender uses the rest.
+      messageIdProvider: mqttjsIdProvider(),
       will: { topic: status.topic, payload: Buffer.from(status.offline), qos: 1, retain: true },
     };
     if (s.protocolVersion === 5) options.properties = { sessionExpiryInterval: s.cleanSession ? 0 : s.sessionExpiryS };
@@ -104,7 +114,15 @@ export class BridgeClient implements Connector {
       return;
     }
     this.client = client;
-    client.on('connect', () => void this.onConnect(client));
+    client.on('connect', (connack) => {
+      const props = (connack as { properties?: { receiveMaximum?: number; maximumPacketSize?: number } }).properties;
+      const window = Math.max(1, Math.min(this.settings.maxInflight, props?.receiveMaximum ?? 65_535));
+      this.sender.attach(client.stream, { window, maxPacketSize: props?.maximumPacketSize ?? Infinity }, this.settings.protocolVersion === 5, connack.sessionPresent === true);
+      void this.onConnect(client);
+    });
+    client.on('packetreceive', (packet) => {
+      if (packet.cmd === 'puback' || packet.cmd === 'pubrec' || packet.cmd === 'pubcomp') this.sender.onPacket(packet);
+    });
     if (this.settings.protocolVersion === 5) {
       // QoS 1/2 arrive through customHandleAcks (acknowledged after the local commit).
       client.on('message', (_topic, _payload, packet) => {
@@ -132,6 +150,7 @@ export class BridgeClient implements Connector {
     });
     client.on('close', () => {
       if (this.client !== client) return;
+      this.sender.detach('lost its connection during a write');
       if (this.state === 'online') this.deps.log.warn({ bridge: this.name, url: this.settings.url }, 'bridge disconnected from the remote broker');
       this.setState('offline');
       this.scheduleReconnect();
@@ -215,56 +234,19 @@ export class BridgeClient implements Connector {
     if (!client || this.state !== 'online') {
       throw new OutputError(`bridge "${this.name}" is not connected to ${this.settings.url}`, { retryable: true });
     }
-    // Respect the remote's Receive Maximum: never more unacknowledged than it allows.
-    const window = Math.max(1, Math.min(batch.length, client.options.properties?.receiveMaximum ?? 65_535, this.remoteReceiveMaximum(client)));
-    for (let i = 0; i < batch.length; i += window) {
-      await this.publishChunk(client, batch.slice(i, i + window));
-    }
-  }
-
-  private remoteReceiveMaximum(client: MqttClient): number {
-    const connack = (client as unknown as { _connack?: { properties?: { receiveMaximum?: number } } })._connack;
-    return connack?.properties?.receiveMaximum ?? 65_535;
-  }
-
-  private publishChunk(client: MqttClient, chunk: readonly OutboxMessage[]): Promise<void> {
-    return new Promise<void>((resolve, reject) => {
-      let pending = chunk.length;
-      let settled = false;
-      const finish = (err?: Error) => {
-        if (settled) return;
-        settled = true;
-        this.deps.clock.clearTimeout(timer);
-        client.off('close', onClose);
-        if (err) reject(err);
-        else resolve();
-      };
-      const onClose = () => finish(new OutputError(`bridge "${this.name}" lost its connection during a write`, { retryable: true }));
-      const timer = this.deps.clock.setTimeout(() => finish(new OutputError(`bridge "${this.name}": no acknowledgement within ${WRITE_TIMEOUT_MS} ms`, { retryable: true })), WRITE_TIMEOUT_MS);
-      client.once('close', onClose);
-      for (const m of chunk) {
-        client.publish(m.topic, m.payload, this.publishOptions(m), (err) => {
-          if (err) {
-            // The remote refused this message (too large for it, a failure reason code): permanent.
-            const refused = (err as { code?: number }).code !== undefined || /exceeds|maximum packet/i.test(err.message);
-            finish(new OutputError(`bridge "${this.name}": ${err.message}`, { retryable: !refused, code: refused ? 'SB_ERR_OUTPUT_REJECTED' : undefined }));
-            return;
-          }
-          if (--pending === 0) finish();
-        });
-      }
+    let timer: TimerHandle | undefined;
+    const timeout = new Promise<never>((_resolve, reject) => {
+      timer = this.deps.clock.setTimeout(() => {
+        // A remote that stops acknowledging: start over on a new connection.
+        reject(new OutputError(`bridge "${this.name}": no acknowledgement within ${WRITE_TIMEOUT_MS} ms`, { retryable: true }));
+        if (this.client === client) client.stream.destroy();
+      }, WRITE_TIMEOUT_MS);
     });
-  }
-
-  private publishOptions(m: OutboxMessage): IClientPublishOptions {
-    const options: IClientPublishOptions = { qos: m.qos, retain: m.retain };
-    if (this.settings.protocolVersion === 5) {
-      const up = { ...(m.properties?.userProperties ?? {}) } as Record<string, string | string[]>;
-      const hops = Number(Array.isArray(up[HOPS_PROPERTY]) ? up[HOPS_PROPERTY]![0] : (up[HOPS_PROPERTY] ?? 0)) || 0;
-      up[HOPS_PROPERTY] = String(hops + 1);
-      options.properties = { ...(m.properties ?? {}), userProperties: up };
+    try {
+      await Promise.race([this.sender.send(batch), timeout]);
+    } finally {
+      if (timer) this.deps.clock.clearTimeout(timer);
     }
-    return options;
   }
 
   async close(): Promise<void> {
@@ -273,6 +255,7 @@ export class BridgeClient implements Connector {
     if (this.reconnectTimer) this.deps.clock.clearTimeout(this.reconnectTimer);
     this.reconnectTimer = undefined;
     this.client = undefined;
+    this.sender.detach('stopped');
     if (!client) return;
     // Bounded: a remote that stopped answering must not hold up shutdown or a reload.
     const deadline = <T>(p: Promise<T>) => Promise.race([p, new Promise<void>((resolve) => setTimeout(resolve, CLOSE_TIMEOUT_MS).unref())]);

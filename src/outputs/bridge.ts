@@ -11,6 +11,8 @@ import type { Effect } from './types.js';
 
 /** Bridge hops after which a message is not forwarded again (MQTT 5 remotes). */
 export const DEFAULT_BRIDGE_MAX_HOPS = 4;
+/** Unacknowledged messages towards the remote, when its Receive Maximum allows as many. */
+export const DEFAULT_BRIDGE_MAX_INFLIGHT = 1000;
 
 const mappingOut = z
   .object({
@@ -44,6 +46,10 @@ export const bridgeSchema = z
     rejectUnauthorized: z.boolean().default(true).describe('Verify the remote\'s certificate. Default true.'),
     protocolVersion: z.union([z.literal(4), z.literal(5)]).default(5).describe('MQTT 3.1.1 (4) or 5. Default 5.'),
     keepalive: z.number().int().min(0).max(65_535).default(60).describe('Keepalive in seconds. Default 60.'),
+    maxInflight: z
+      .number().int().min(1).max(65_535)
+      .default(DEFAULT_BRIDGE_MAX_INFLIGHT)
+      .describe(`Unacknowledged QoS 1/2 messages towards the remote at once; the remote's Receive Maximum lowers it. Default ${DEFAULT_BRIDGE_MAX_INFLIGHT}.`),
     connectTimeoutMs: z.number().int().min(100).default(10_000).describe('Time allowed for CONNACK. Default 10000.'),
     cleanSession: z.boolean().default(false).describe('false (default): the remote keeps the bridge\'s session (subscriptions, queued messages) across reconnects.'),
     sessionExpiryS: z.number().int().min(0).max(0xffff_ffff).default(86_400).describe('MQTT 5 session expiry at the remote when cleanSession is false. Default 86400.'),

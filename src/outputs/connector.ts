@@ -53,6 +53,12 @@ export interface Connector {
    * OutputError saying whether a retry can help; any other error counts as retryable.
    */
   write(batch: readonly OutboxMessage[]): Promise<void>;
+  /**
+   * How many writes may be in flight at once (default 1). Above 1, the drain hands out the
+   * next batches before the first is confirmed; the connector must deliver them in the order
+   * `write` was called. After a failed write, the ones after it are abandoned and sent again.
+   */
+  readonly maxConcurrentWrites?: number;
   /** Disconnects; pending writes may be abandoned (their rows stay in the outbox). */
   close(): Promise<void>;
 }

@@ -1,0 +1,234 @@
+import type { Writable } from 'node:stream';
+import type { OutboxMessage } from './connector.js';
+import { OutputError } from './connector.js';
+import { encodePublishHeader, encodePublishProperties, encodePubrel } from './bridge-encode.js';
+
+/**
+ * Packet identifiers 1..MQTTJS_IDS are MQTT.js's (its few own publishes and subscribes, see
+ * {@link mqttjsIdProvider}); the sender uses the rest, so the two never collide on one
+ * connection.
+ */
+export const MQTTJS_IDS = 1023;
+const FIRST_ID = MQTTJS_IDS + 1;
+const LAST_ID = 65_535;
+
+/** MQTT 5 reason codes of a PUBACK/PUBREC that mean "try again later", not "never". */
+const RETRYABLE_REASONS = new Set([0x89 /* server busy */, 0x97 /* quota exceeded */, 0x8b /* server shutting down */]);
+
+/** MQTT.js's identifiers, cycling through 1..MQTTJS_IDS. One per client; it calls clear() on every CONNACK. */
+export function mqttjsIdProvider(): { allocate(): number; getLastAllocated(): number | null; register(id: number): boolean; deallocate(id: number): void; clear(): void } {
+  let next = 1;
+  let last: number | null = null;
+  return {
+    allocate() {
+      last = next;
+      next = next >= MQTTJS_IDS ? 1 : next + 1;
+      return last;
+    },
+    getLastAllocated: () => last,
+    register: () => true,
+    deallocate: () => undefined,
+    clear: () => undefined,
+  };
+}
+
+/** One call of `send`: settles when every message of it was acknowledged, or on the first failure. */
+interface BatchState {
+  remaining: number;
+  settled: boolean;
+  resolve: () => void;
+  reject: (err: OutputError) => void;
+}
+
+interface Outgoing {
+  readonly message: OutboxMessage;
+  readonly batch: BatchState;
+  /** QoS 2: PUBREC seen, PUBREL sent, waiting for PUBCOMP. */
+  released: boolean;
+}
+
+/** What the remote told us in CONNACK that limits what we send. */
+export interface SenderLimits {
+  /** Unacknowledged QoS 1/2 messages allowed at once (the remote's Receive Maximum, capped by ours). */
+  readonly window: number;
+  /** Largest packet the remote accepts (MQTT 5 Maximum Packet Size); Infinity when it set none. */
+  readonly maxPacketSize: number;
+}
+
+/**
+ * The bridge's out direction: writes outbox messages to the remote connection's socket as
+ * PUBLISH packets and settles each batch when the remote acknowledged all of it (PUBACK, or
+ * PUBCOMP for QoS 2; QoS 0 once handed to the socket). Keeps at most `window` unacknowledged
+ * messages on the wire across batches, in order, so several batches stream back to back.
+ *
+ * QoS 2 identifiers in flight when a connection drops stay reserved: on a resumed session
+ * they are released with PUBREL first [MQTT-4.4.0-1], so a new message never reuses an
+ * identifier the remote still holds (which would make it discard the new message as a
+ * duplicate).
+ */
+export class BridgeSender {
+  private stream: Writable | undefined;
+  private limits: SenderLimits = { window: 1, maxPacketSize: Infinity };
+  private v5 = true;
+  private readonly queue: Outgoing[] = [];
+  private queueHead = 0;
+  private readonly inflight = new Map<number, Outgoing>();
+  /** QoS 2 identifiers from a dropped connection, to release with PUBREL on a resumed session. */
+  private readonly reserved = new Set<number>();
+  /** Identifiers being released (PUBREL sent on a resumed session, waiting for PUBCOMP). */
+  private readonly releasing = new Set<number>();
+  private nextId = FIRST_ID;
+
+  constructor(
+    private readonly name: string,
+    /** MQTT 5: the user property counting bridge hops, incremented on every message sent. */
+    private readonly hopsProperty: string,
+  ) {}
+
+  /** A connection is up: send on `stream`. `sessionPresent` releases reserved QoS 2 identifiers. */
+  attach(stream: Writable, limits: SenderLimits, v5: boolean, sessionPresent: boolean): void {
+    this.stream = stream;
+    this.limits = limits;
+    this.v5 = v5;
+    if (sessionPresent) {
+      for (const id of this.reserved) {
+        this.releasing.add(id);
+        stream.write(encodePubrel(id));
+      }
+    }
+    this.reserved.clear();
+  }
+
+  /** The connection dropped: every unsettled batch fails (retryable); the drain sends it again. */
+  detach(reason: string): void {
+    this.stream = undefined;
+    for (const [id, out] of this.inflight) {
+      if (out.message.qos === 2) this.reserved.add(id);
+    }
+    for (const id of this.releasing) this.reserved.add(id);
+    this.releasing.clear();
+    const err = new OutputError(`bridge "${this.name}" ${reason}`, { retryable: true });
+    for (const out of this.inflight.values()) this.fail(out.batch, err);
+    for (let i = this.queueHead; i < this.queue.length; i++) this.fail(this.queue[i]!.batch, err);
+    this.inflight.clear();
+    this.queue.length = 0;
+    this.queueHead = 0;
+  }
+
+  /** Unacknowledged messages on the wire plus those waiting for room in the window. */
+  get pending(): number {
+    return this.inflight.size + this.queue.length - this.queueHead;
+  }
+
+  /** Sends `batch` in order after what is already queued; resolves when all of it is acknowledged. */
+  send(batch: readonly OutboxMessage[]): Promise<void> {
+    if (!this.stream) return Promise.reject(new OutputError(`bridge "${this.name}" is not connected`, { retryable: true }));
+    return new Promise<void>((resolve, reject) => {
+      const state: BatchState = { remaining: batch.length, settled: false, resolve, reject };
+      for (const message of batch) this.queue.push({ message, batch: state, released: false });
+      if (batch.length === 0) resolve();
+      this.pump();
+    });
+  }
+
+  /** Handles an acknowledgement from the remote; false when it is not one of ours. */
+  onPacket(packet: { cmd: string; messageId?: number; reasonCode?: number }): boolean {
+    const id = packet.messageId;
+    if (id === undefined || id < FIRST_ID) return false;
+    if (packet.cmd === 'pubcomp' && this.releasing.delete(id)) return true;
+    const out = this.inflight.get(id);
+    if (!out) return false;
+    const code = packet.reasonCode ?? 0;
+    if (packet.cmd === 'pubrec' && out.message.qos === 2 && !out.released) {
+      if (code >= 0x80) return this.refused(id, out, code);
+      out.released = true;
+      this.stream?.write(encodePubrel(id));
+      return true;
+    }
+    const expected = out.message.qos === 2 ? 'pubcomp' : 'puback';
+    if (packet.cmd !== expected) return false;
+    if (code >= 0x80) return this.refused(id, out, code);
+    this.inflight.delete(id);
+    if (--out.batch.remaining === 0 && !out.batch.settled) {
+      out.batch.settled = true;
+      out.batch.resolve();
+    }
+    this.pump();
+    return true;
+  }
+
+  private refused(id: number, out: Outgoing, code: number): boolean {
+    this.inflight.delete(id);
+    const retryable = RETRYABLE_REASONS.has(code);
+    this.fail(out.batch, new OutputError(`bridge "${this.name}": the remote refused a message on ${out.message.topic} (reason 0x${code.toString(16)})`, { retryable, code: retryable ? undefined : 'SB_ERR_OUTPUT_REJECTED' }));
+    this.pump();
+    return true;
+  }
+
+  private fail(batch: BatchState, err: OutputError): void {
+    if (batch.settled) return;
+    batch.settled = true;
+    batch.reject(err);
+  }
+
+  /** Moves queued messages onto the wire while the window has room; one write per message pair. */
+  private pump(): void {
+    const stream = this.stream;
+    if (!stream) return;
+    const window = this.limits.window;
+    if (this.queueHead >= this.queue.length || this.inflight.size + this.releasing.size >= window) return;
+    // One write per pump: the packets are copied into one buffer, which costs less than a
+    // writev of two chunks per message.
+    const chunks: Buffer[] = [];
+    let bytes = 0;
+    while (this.queueHead < this.queue.length && this.inflight.size + this.releasing.size < window) {
+      const out = this.queue[this.queueHead]!;
+      this.queue[this.queueHead++] = undefined as unknown as Outgoing;
+      if (out.batch.settled) continue; // its batch failed already: the drain sends it again
+      bytes += this.transmit(chunks, out);
+    }
+    if (chunks.length > 0) stream.write(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, bytes));
+    if (this.queueHead >= this.queue.length) {
+      this.queue.length = 0;
+      this.queueHead = 0;
+    }
+  }
+
+  /** Encodes one message into `chunks`; returns the bytes added. */
+  private transmit(chunks: Buffer[], out: Outgoing): number {
+    const m = out.message;
+    const id = m.qos > 0 ? this.allocateId() : 0;
+    if (id === undefined) {
+      this.fail(out.batch, new OutputError(`bridge "${this.name}": no free packet identifier`, { retryable: true }));
+      return 0;
+    }
+    const properties = this.v5 ? encodePublishProperties(m.properties, this.hopsProperty) : undefined;
+    const { header, size } = encodePublishHeader(m.topic, m.qos, m.retain, id, m.payload.length, properties);
+    if (size > this.limits.maxPacketSize) {
+      // [MQTT-3.1.2-24] never send more than the remote's Maximum Packet Size: permanent for this message.
+      this.fail(out.batch, new OutputError(`bridge "${this.name}": message on ${m.topic} is ${size} bytes, more than the remote's maximum packet size ${this.limits.maxPacketSize}`, { retryable: false, code: 'SB_ERR_OUTPUT_REJECTED' }));
+      return 0;
+    }
+    chunks.push(header);
+    if (m.payload.length > 0) chunks.push(m.payload);
+    if (m.qos === 0) {
+      // Handed to the socket in this pump: that is all QoS 0 promises.
+      if (--out.batch.remaining === 0 && !out.batch.settled) {
+        out.batch.settled = true;
+        out.batch.resolve();
+      }
+    } else {
+      this.inflight.set(id, out);
+    }
+    return size;
+  }
+
+  private allocateId(): number | undefined {
+    for (let n = FIRST_ID; n <= LAST_ID; n++) {
+      const id = this.nextId;
+      this.nextId = id >= LAST_ID ? FIRST_ID : id + 1;
+      if (!this.inflight.has(id) && !this.reserved.has(id) && !this.releasing.has(id)) return id;
+    }
+    return undefined;
+  }
+}
