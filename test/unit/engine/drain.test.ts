@@ -230,6 +230,53 @@ describe('OutputDrain', () => {
     expect(connector.calls.map((c) => c.topics)).toEqual([topics(1, 2, 3, 4, 5)]);
   });
 
+  it('with a connector that allows 3 writes at once, hands out 3 batches before the first is confirmed, and confirms in order', async () => {
+    await enqueue(10);
+    const pending: Array<{ topics: string[]; resolve: () => void }> = [];
+    const connector: Connector = {
+      maxConcurrentWrites: 3,
+      write: (batch) => new Promise<void>((resolve) => pending.push({ topics: batch.map((m) => m.topic), resolve })),
+      close: async () => undefined,
+    };
+    const d = drain(connector, { batchSize: 2 });
+    d.start();
+    await until(() => pending.length === 3, 'three writes in flight');
+    await settle();
+    expect(pending.map((p) => p.topics)).toEqual([topics(1, 2), topics(3, 4), topics(5, 6)]);
+    // The second confirms first: nothing is counted until the first does.
+    pending[1]!.resolve();
+    await settle();
+    expect(d.stats.delivered).toBe(0);
+    pending[0]!.resolve();
+    await until(() => d.stats.delivered === 4 && pending.length === 5, 'two confirmed, two more handed out');
+    for (const p of pending.slice(2)) p.resolve();
+    await until(() => pending.length === 5 && d.stats.delivered === 10, 'all confirmed');
+    await batcher.flush();
+    expect(outboxTopics()).toEqual([]);
+  });
+
+  it('after a failed write among several in flight, sends the failed batch and everything after it again, in order', async () => {
+    await enqueue(6);
+    const calls: string[][] = [];
+    let call = 0;
+    const connector: Connector = {
+      maxConcurrentWrites: 3,
+      write: async (batch) => {
+        calls.push(batch.map((m) => m.topic));
+        if (++call === 2) throw unavailable();
+      },
+      close: async () => undefined,
+    };
+    const d = drain(connector, { batchSize: 2, retryMinMs: 100, retryMaxMs: 100 });
+    d.start();
+    await until(() => clock.backoffs.length === 1 && clock.pending === 1, 'a backoff');
+    clock.advance(100);
+    await until(() => d.stats.delivered === 6, 'all delivered');
+    expect(calls.slice(0, 3)).toEqual([topics(1, 2), topics(3, 4), topics(5, 6)]);
+    // 1-2 were confirmed; 3-4 failed, so 3-4 and 5-6 (which may have arrived) go again.
+    expect(calls.slice(3)).toEqual([topics(3, 4), topics(5, 6)]);
+  });
+
   it('draws each backoff uniformly between retryMinMs and the doubling ceiling using the injected random', async () => {
     await enqueue(1);
     const connector = new FakeConnector((_b, call) => {
