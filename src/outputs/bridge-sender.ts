@@ -127,7 +127,7 @@ export class BridgeSender {
       const state: BatchState = { remaining: batch.length, settled: false, resolve, reject };
       for (const message of batch) this.queue.push({ message, batch: state, released: false });
       if (batch.length === 0) resolve();
-      this.pump();
+      this.schedulePump();
     });
   }
 
@@ -153,7 +153,9 @@ export class BridgeSender {
       out.batch.settled = true;
       out.batch.resolve();
     }
-    this.pump();
+    // Refill once half the window is free, not per acknowledgement: acks trickle in one per
+    // socket read, and refilling each would cost a system call per message.
+    if (this.inflight.size <= this.limits.window >> 1) this.schedulePump();
     return true;
   }
 
@@ -161,7 +163,7 @@ export class BridgeSender {
     this.inflight.delete(id);
     const retryable = RETRYABLE_REASONS.has(code);
     this.fail(out.batch, new OutputError(`bridge "${this.name}": the remote refused a message on ${out.message.topic} (reason 0x${code.toString(16)})`, { retryable, code: retryable ? undefined : 'SB_ERR_OUTPUT_REJECTED' }));
-    this.pump();
+    this.schedulePump();
     return true;
   }
 
@@ -169,6 +171,24 @@ export class BridgeSender {
     if (batch.settled) return;
     batch.settled = true;
     batch.reject(err);
+  }
+
+  private pumpScheduled = false;
+  /** Bound once: runs the pump scheduled for this tick. */
+  private readonly pumpNow = (): void => {
+    this.pumpScheduled = false;
+    this.pump();
+  };
+
+  /**
+   * Pumps once at the end of this tick: every acknowledgement read from one socket chunk
+   * frees its slot first, and the messages that fill them leave in one write instead of one
+   * system call each.
+   */
+  private schedulePump(): void {
+    if (this.pumpScheduled) return;
+    this.pumpScheduled = true;
+    process.nextTick(this.pumpNow);
   }
 
   /** Moves queued messages onto the wire while the window has room; one write per message pair. */
