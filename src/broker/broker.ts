@@ -76,7 +76,15 @@ export function createBroker(config: BrokerConfig, deps: BrokerDeps): Broker {
   const hook = deps.onPublish;
   const listenerTypes = deps.listenerTypes ?? defaultListenerTypes();
   const listeners: Listener[] = [];
-  const pendingHooks = new Set<Promise<void>>();
+  /** Hook promises not yet settled; close() waits for them. */
+  let pendingHooks = 0;
+  let hooksSettled: (() => void) | undefined;
+  const untrack = (): void => {
+    if (--pendingHooks === 0 && hooksSettled) {
+      hooksSettled();
+      hooksSettled = undefined;
+    }
+  };
   const stats: BrokerStats = {
     connectionsAccepted: 0,
     connectionsRejected: 0,
@@ -104,9 +112,9 @@ export function createBroker(config: BrokerConfig, deps: BrokerDeps): Broker {
   };
 
   function track(p: Promise<void>): Promise<void> {
-    pendingHooks.add(p);
-    const done = () => pendingHooks.delete(p);
-    p.then(done, done);
+    // Hot path (every gated PUBLISH): a count and one bound callback, not a Set entry and a closure each.
+    pendingHooks++;
+    p.then(untrack, untrack);
     return p;
   }
 
@@ -303,7 +311,7 @@ export function createBroker(config: BrokerConfig, deps: BrokerDeps): Broker {
       const stopped = Promise.all(listeners.splice(0).map((l) => l.stop()));
       for (const conn of [...ctx.connections]) conn.disconnect(RC.serverShuttingDown);
       await stopped;
-      await Promise.allSettled([...pendingHooks]);
+      if (pendingHooks > 0) await new Promise<void>((resolve) => (hooksSettled = resolve));
       for (const session of ctx.sessions.values()) {
         if (session.expiryTimer) clock.clearTimeout(session.expiryTimer);
         if (session.pendingWill) clock.clearTimeout(session.pendingWill.timer);

@@ -93,6 +93,8 @@ export class BridgeClient implements Connector {
       customHandleAcks: this.onRemoteMessage,
       // Identifiers 1..1023 for MQTT.js's own packets; the sender uses the rest.
       messageIdProvider: mqttjsIdProvider(),
+      // MQTT.js formats a debug line per packet unless given a logger; ours logs what matters.
+      log: () => undefined,
       will: { topic: status.topic, payload: Buffer.from(status.offline), qos: 1, retain: true },
     };
     if (s.protocolVersion === 5) options.properties = { sessionExpiryInterval: s.cleanSession ? 0 : s.sessionExpiryS };
