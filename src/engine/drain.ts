@@ -7,6 +7,8 @@ import type { OutboxStore } from '../storage/outbox.js';
 
 /** While idle, the outbox is re-read this often in case rows arrived without a notify (e.g. dead-letter replay). */
 export const IDLE_POLL_MS = 1000;
+/** On close, how long writes in flight may take to be confirmed. */
+export const STOP_GRACE_MS = 1000;
 /** A target's Retry-After is honoured up to this long. */
 export const MAX_RETRY_AFTER_MS = 3_600_000;
 
@@ -150,6 +152,31 @@ export class OutputDrain {
       sentSeq = this.lastSeq;
       if (this.stopped) return;
       await this.failed(head.batch, head.error);
+    }
+    await this.finish(inflight);
+  }
+
+  /**
+   * Stopping: gives the writes in flight a moment to be confirmed, so what the target
+   * already has is not sent again by the next drain of this outbox (after a reload).
+   */
+  private async finish(inflight: Write[]): Promise<void> {
+    const deadline = this.deps.clock.now() + STOP_GRACE_MS;
+    for (const write of inflight) {
+      if (!write.settled) {
+        const left = deadline - this.deps.clock.now();
+        if (left <= 0) return;
+        await new Promise<void>((resolve) => {
+          const timer = this.deps.clock.setTimeout(resolve, left);
+          write.done = () => {
+            this.deps.clock.clearTimeout(timer);
+            resolve();
+          };
+        });
+        if (!write.settled) return;
+      }
+      if (write.error !== undefined) return;
+      this.confirmed(write.batch);
     }
   }
 

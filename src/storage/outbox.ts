@@ -28,6 +28,23 @@ export interface OutboxDepth {
 
 type Insert = [string, Effect];
 
+/** Rows per multi-row INSERT statement. */
+const INSERT_ROWS_PER_STATEMENT = 16;
+const COLUMNS = 10;
+
+function bind(params: unknown[], o: number, [output, e]: Insert): void {
+  params[o] = output;
+  params[o + 1] = e.source.timestamp;
+  params[o + 2] = e.ruleId;
+  params[o + 3] = e.source.clientId;
+  params[o + 4] = e.topic;
+  params[o + 5] = e.payload;
+  params[o + 6] = e.qos;
+  params[o + 7] = e.retain ? 1 : 0;
+  params[o + 8] = encodeProperties(e.properties);
+  params[o + 9] = e.data === undefined ? null : JSON.stringify(e.data);
+}
+
 /** An outbox row kept in memory. */
 type TailRow = OutboxMessage;
 
@@ -62,7 +79,10 @@ export const TAIL_MAX_ROWS = 8192;
  * committed rows stay in memory (bounded) for the drain to read.
  */
 export class OutboxStore {
-  private readonly insertRow: (a: Insert) => void;
+  private readonly insertRows: (rows: Insert[]) => void;
+  /** Rows enqueued in the open batch; one batcher write inserts all of them. */
+  private rows: Insert[] = [];
+  private rowsCommit: Promise<void> | undefined;
   private readonly deleteUpTo: (a: [string, number]) => void;
   private readonly deleteOne: (a: [string, number]) => void;
   private readonly selectPage: BetterSqlite3.Statement<[string, number, number, number]>;
@@ -82,30 +102,26 @@ export class OutboxStore {
     private readonly batcher: WriteBatcher,
     private readonly log: Logger,
   ) {
-    const insert = db.prepare(
-      'INSERT INTO outbox (output, time, rule_id, client_id, topic, payload, qos, retain, properties, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
-    );
-    this.insertRow = ([output, e]) => {
-      const seq = Number(
-        insert.run(output, e.source.timestamp, e.ruleId, e.source.clientId, e.topic, e.payload, e.qos, e.retain ? 1 : 0, encodeProperties(e.properties), e.data === undefined ? null : JSON.stringify(e.data))
-          .lastInsertRowid,
-      );
-      const tail = this.tail(output);
-      if (tail.pending.length === 0) this.pendingTails.add(tail);
-      tail.pending.push({
-        seq,
-        time: e.source.timestamp,
-        ruleId: e.ruleId,
-        clientId: e.source.clientId,
-        topic: e.topic,
-        payload: e.payload,
-        qos: e.qos,
-        retain: e.retain,
-        properties: e.properties,
-        // As the database row would give it back: plain JSON.
-        data: e.data === undefined ? undefined : (JSON.parse(JSON.stringify(e.data)) as unknown),
-        attempts: 0,
-      });
+    const sql = (n: number) =>
+      `INSERT INTO outbox (output, time, rule_id, client_id, topic, payload, qos, retain, properties, data) VALUES ${Array(n).fill('(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)').join(', ')}`;
+    const insertOne = db.prepare(sql(1));
+    const insertMany = db.prepare(sql(INSERT_ROWS_PER_STATEMENT));
+    const params: unknown[] = new Array(INSERT_ROWS_PER_STATEMENT * COLUMNS);
+    // Hot path: the rows of a batch go in with multi-row INSERTs inside the batch's
+    // transaction. One statement's rows get consecutive seqs (AUTOINCREMENT, one writer).
+    this.insertRows = (rows) => {
+      if (this.rows === rows) this.rows = [];
+      let i = 0;
+      for (; i + INSERT_ROWS_PER_STATEMENT <= rows.length; i += INSERT_ROWS_PER_STATEMENT) {
+        for (let k = 0; k < INSERT_ROWS_PER_STATEMENT; k++) bind(params, k * COLUMNS, rows[i + k]!);
+        const last = Number(insertMany.run(params).lastInsertRowid);
+        for (let k = 0; k < INSERT_ROWS_PER_STATEMENT; k++) this.inserted(rows[i + k]!, last - INSERT_ROWS_PER_STATEMENT + 1 + k);
+      }
+      const one: unknown[] = new Array(COLUMNS);
+      for (; i < rows.length; i++) {
+        bind(one, 0, rows[i]!);
+        this.inserted(rows[i]!, Number(insertOne.run(one).lastInsertRowid));
+      }
     };
     const delUpTo = db.prepare('DELETE FROM outbox WHERE output = ? AND seq <= ?');
     this.deleteUpTo = ([output, seq]) => delUpTo.run(output, seq);
@@ -119,6 +135,26 @@ export class OutboxStore {
     }
     this.startFloor = (db.prepare('SELECT coalesce(max(seq), 0) AS seq FROM outbox').get() as { seq: number }).seq;
     batcher.onSettled(this.onSettled);
+  }
+
+  /** A row is in the open transaction: it joins its output's tail when that commits. */
+  private inserted([output, e]: Insert, seq: number): void {
+    const tail = this.tail(output);
+    if (tail.pending.length === 0) this.pendingTails.add(tail);
+    tail.pending.push({
+      seq,
+      time: e.source.timestamp,
+      ruleId: e.ruleId,
+      clientId: e.source.clientId,
+      topic: e.topic,
+      payload: e.payload,
+      qos: e.qos,
+      retain: e.retain,
+      properties: e.properties,
+      // As the database row would give it back: plain JSON.
+      data: e.data === undefined ? undefined : (JSON.parse(JSON.stringify(e.data)) as unknown),
+      attempts: 0,
+    });
   }
 
   /** Moves rows of a committed transaction into their tails; forgets those of a rolled-back one. */
@@ -180,7 +216,13 @@ export class OutboxStore {
     const d = this.depth(output);
     d.count++;
     d.bytes += effect.payload.length;
-    return this.batcher.write(this.insertRow, [output, effect]);
+    const rows = this.rows;
+    if (rows.length > 0 && this.batcher.pending() === this.rowsCommit) {
+      rows.push([output, effect]);
+      return this.rowsCommit!;
+    }
+    this.rows = [[output, effect]];
+    return (this.rowsCommit = this.batcher.write(this.insertRows, this.rows));
   }
 
   /** Commits what is queued now, so `read` sees it. */
