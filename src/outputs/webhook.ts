@@ -52,10 +52,16 @@ export const urlSchema = z
 /** `headers:` name → value; values may be `${…}` templates. */
 export const headersSchema = z
   .record(
-    z.string().regex(HEADER_NAME, { error: 'header names are letters, digits and !#$%&\'*+.^_`|~-' }),
+    z.string(),
     z.string().max(MAX_WEBHOOK_HEADER_CHARS).refine((v) => !/[\r\n\0]/.test(v), { error: 'header values may not contain CR, LF or NUL' }),
   )
-  .refine((h) => Object.keys(h).length <= MAX_WEBHOOK_HEADERS, { error: `at most ${MAX_WEBHOOK_HEADERS} headers` })
+  .superRefine((h, ctx) => {
+    const names = Object.keys(h);
+    if (names.length > MAX_WEBHOOK_HEADERS) ctx.addIssue({ code: 'custom', message: `at most ${MAX_WEBHOOK_HEADERS} headers, got ${names.length}` });
+    for (const name of names) {
+      if (!HEADER_NAME.test(name)) ctx.addIssue({ code: 'custom', path: [name], message: `header name ${JSON.stringify(name)}: header names are letters, digits and !#$%&'*+.^_\`|~-` });
+    }
+  })
   .describe('Request headers; values may be `${…}` templates, and `${env:NAME}` is replaced at load. Default: none (content-type is chosen from the body).');
 
 /** `body:` a JSONata expression. */
