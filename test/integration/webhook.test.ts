@@ -1,5 +1,9 @@
+import { writeFileSync } from 'node:fs';
+import path from 'node:path';
 import type { MqttClient } from 'mqtt';
 import { describe, expect, it, onTestFinished } from 'vitest';
+import { loadProject } from '../../src/config/load.js';
+import { createOutputRegistry } from '../../src/outputs/registry.js';
 import { startEngine, type TestEngine } from '../helpers/engine.js';
 import { eventually } from '../helpers/durable.js';
 import { connect } from '../helpers/mqtt.js';
@@ -206,5 +210,24 @@ describe('webhook output', () => {
     expect(req).toMatchObject({ method: 'PUT', url: '/doors/front' });
     expect(JSON.parse(req!.body.toString())).toEqual({ open: true });
     await eventually(() => sb.engine.outputs.status().find((o) => o.name === 'door.webhook.0' && o.type === 'webhook' && o.delivered === 1), 'door.webhook.0 in status');
+  });
+
+  it('keeps an inline webhook\'s output across a reload that changes it: waiting messages go where they were planned to', async () => {
+    const t = await target();
+    let up = false;
+    t.answer = () => (up ? { status: 204 } : { status: 503 });
+    const rule = (p: string) => `rules:\n  - id: door\n    on: doors/+\n    to:\n      - webhook: { url: "${t.url}/${p}/\${levels[1]}", timeoutMs: 1000 }\n`;
+    const sb = await signalbox('', rule('v1'));
+    const c = await client(sb.url);
+    await c.publishAsync('doors/front', 'open', { qos: 1 });
+    await t.waitFor(1);
+    writeFileSync(path.join(sb.dir, 'rules', 'hooks.yaml'), rule('v2'));
+    await sb.engine.reload(loadProject(sb.configFile, { explicit: true, registry: createOutputRegistry(), env: process.env }));
+    up = true;
+    await c.publishAsync('doors/back', 'open', { qos: 1 });
+    await eventually(() => sb.engine.outputs.status().find((o) => o.name === 'door.webhook.0' && o.delivered === 2), 'both delivered through door.webhook.0');
+    // The message queued before the reload keeps its planned URL; the outbox order holds.
+    expect(t.requests.slice(-2).map((r) => r.url)).toEqual(['/v1/front', '/v2/back']);
+    expect(sb.engine.outputs.status().map((o) => o.name)).toEqual(['door.webhook.0']);
   });
 });
