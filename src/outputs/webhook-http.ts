@@ -14,6 +14,7 @@ export interface PreparedRequest {
   readonly body: string | Buffer | undefined;
 }
 
+/** How {@link sendRequest} sends. */
 export interface SendOptions {
   readonly timeoutMs: number;
   /** Aborted when the output closes. */

@@ -6,14 +6,17 @@ import { sendRequest, type PreparedRequest } from './webhook-http.js';
 
 /** HTTP methods a webhook may use. */
 export const WEBHOOK_METHODS = ['GET', 'POST', 'PUT', 'PATCH', 'DELETE'] as const;
+/** One of {@link WEBHOOK_METHODS}, upper case. */
 export type WebhookMethod = (typeof WEBHOOK_METHODS)[number];
 
 /** Methods that send the message's payload when no `body:` is given; GET and DELETE send none. */
 export const METHODS_WITH_DEFAULT_BODY: ReadonlySet<WebhookMethod> = new Set(['POST', 'PUT', 'PATCH']);
 
+/** The method when none is given. */
 export const DEFAULT_WEBHOOK_METHOD: WebhookMethod = 'POST';
 /** Time one request may take, response body included. */
 export const DEFAULT_WEBHOOK_TIMEOUT_MS = 10_000;
+/** Longest `timeoutMs` accepted: a request held longer than 5 minutes stalls its whole outbox. */
 export const MAX_WEBHOOK_TIMEOUT_MS = 300_000;
 /** Headers one webhook may set. */
 export const MAX_WEBHOOK_HEADERS = 64;
@@ -70,6 +73,7 @@ export const bodySchema = z
   .min(1)
   .describe('JSONata expression whose result is the request body: a string is sent as text/plain, anything else as JSON. Default: the payload as it leaves the rule (POST, PUT, PATCH; GET and DELETE send no body).');
 
+/** `timeoutMs:` of one request. */
 export const timeoutSchema = z
   .number()
   .int()
@@ -103,6 +107,7 @@ export const webhookSchema = z
     if (s.body !== undefined && s.method === 'GET') ctx.addIssue({ code: 'custom', path: ['body'], message: 'a GET request has no body; use POST, PUT or PATCH, or move the data into the url' });
   });
 
+/** A webhook output's validated settings (also those the loader makes for an inline webhook). */
 export type WebhookSettings = z.output<typeof webhookSchema>;
 
 /**
