@@ -212,6 +212,20 @@ describe('webhook output', () => {
     await eventually(() => sb.engine.outputs.status().find((o) => o.name === 'door.webhook.0' && o.type === 'webhook' && o.delivered === 1), 'door.webhook.0 in status');
   });
 
+  it('dead-letters, as a failure of the rule, a message whose header template renders something HTTP cannot carry', async () => {
+    const t = await target();
+    const sb = await signalbox('', `rules:\n  - id: tagged\n    on: tags/#\n    to:\n      - webhook: { url: "${t.url}/t", headers: { x-tag: "\${payload.tag}" } }\n`);
+    const c = await client(sb.url);
+    await c.publishAsync('tags/a', JSON.stringify({ tag: 'line\nbreak' }), { qos: 1 });
+    await c.publishAsync('tags/a', JSON.stringify({ tag: 'fine' }), { qos: 1 });
+    await t.waitFor(1);
+    expect(t.requests[0]!.headers['x-tag']).toBe('fine');
+    const [letter] = sb.engine.deadLetters.list();
+    expect(letter).toMatchObject({ ruleId: 'tagged', topic: 'tags/a' });
+    expect(letter!.output).toBeUndefined();
+    expect(letter!.error).toMatch(/^to\[0\] webhook: SB_ERR_WEBHOOK_REQUEST: header x-tag/);
+  });
+
   it('keeps an inline webhook\'s output across a reload that changes it: waiting messages go where they were planned to', async () => {
     const t = await target();
     let up = false;
