@@ -5,6 +5,7 @@ import { outboxSchema, type ConnectorRegistry } from '../outputs/connector.js';
 import { createConnectorRegistry } from '../outputs/connectors.js';
 import { bridgeOutRules, type BridgeSettings } from '../outputs/bridge.js';
 import type { OutputRegistry } from '../outputs/registry.js';
+import { bindInlineWebhooks } from '../outputs/webhook-action.js';
 import { compileRuleFiles, type CompiledRules } from '../rules/compile.js';
 import type { ExpressionLimits } from '../rules/expression.js';
 import { ConfigError, sortIssues, type ConfigIssue } from './issues.js';
@@ -60,13 +61,17 @@ export function loadProject(configFile: string, options: LoadOptions): Project {
     sources.push(source);
   }
   const namedOutputs = new Map(Object.entries(config.outputs).map(([name, o]) => [name, o.type]));
-  const compiled = compileRuleFiles(sources, options.registry, { limits: config.limits, namedOutputs }, issues);
+  const outputSettings = new Map(Object.entries(config.outputs).map(([name, o]) => [name, o.settings]));
+  const compiled = compileRuleFiles(sources, options.registry, { limits: config.limits, namedOutputs, outputSettings }, issues);
+  // An inline webhook (`- webhook: { url: ... }`) gets an output of its own, `<rule id>.webhook.<n>`, so it has a durable outbox too.
+  const inline = bindInlineWebhooks(compiled.rules, config.outputs, issues);
+  compiled.rules.splice(0, compiled.rules.length, ...inline.rules);
   // A bridge's out mappings run as rules, through the same router, ordering and outbox.
   for (const [name, output] of Object.entries(config.outputs)) {
     if (output.type === 'bridge') compiled.rules.push(...bridgeOutRules(name, output.settings as BridgeSettings));
   }
   if (issues.length > 0) throw new ConfigError(sortIssues(issues));
-  return { config, compiled, ruleFiles };
+  return { config: { ...config, outputs: { ...config.outputs, ...inline.outputs } }, compiled, ruleFiles };
 }
 
 /** Loads and validates signalbox.yaml alone (no rules). */

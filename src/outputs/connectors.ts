@@ -1,5 +1,6 @@
 import { bridgeConnector } from './bridge.js';
 import type { ConnectorRegistry, ConnectorType } from './connector.js';
+import { webhookConnector } from './webhook.js';
 
 /**
  * The built-in types of named outputs (`outputs.<name>.type`), plus any the caller adds.
@@ -7,7 +8,7 @@ import type { ConnectorRegistry, ConnectorType } from './connector.js';
  */
 export function createConnectorRegistry(extra: readonly ConnectorType[] = []): ConnectorRegistry {
   const registry = new Map<string, ConnectorType>();
-  for (const type of [bridgeConnector, ...extra] as ConnectorType[]) {
+  for (const type of [bridgeConnector, webhookConnector, ...extra] as ConnectorType[]) {
     if (registry.has(type.type)) throw new Error(`output type "${type.type}" registered twice`);
     registry.set(type.type, type);
   }

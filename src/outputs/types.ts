@@ -33,6 +33,8 @@ export interface CompileContext {
   readonly limits: ExpressionLimits;
   /** Named outputs from the config (`outputs:`), by name → type. */
   readonly namedOutputs: ReadonlyMap<string, string>;
+  /** Their validated settings, by name, for actions that plan with them (a webhook's URL template). */
+  readonly outputSettings?: ReadonlyMap<string, unknown>;
 }
 
 /** One compiled entry of a rule's `to:` list. */

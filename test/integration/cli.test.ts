@@ -70,7 +70,7 @@ describe('signalbox check', () => {
     const dir = project({
       rules: {
         'a.yaml': 'rules:\n  - id: temp\n    on: greenhouse/#/x\n    when: "payload.c >"\n    to:\n      - republish: { topic: out }\n',
-        'b.yaml': 'rules:\n  - id: temp\n    on: b\n    to:\n      - history: {}\n  - id: other\n    on: c\n    to:\n      - webhook: { url: x }\n      - republish: { topic: c, qos: 5 }\n',
+        'b.yaml': 'rules:\n  - id: temp\n    on: b\n    to:\n      - history: {}\n  - id: other\n    on: c\n    to:\n      - email: { to: x }\n      - republish: { topic: c, qos: 5 }\n',
       },
     });
     const r = await cli(['check'], dir);
