@@ -149,9 +149,16 @@ export class OutputDrain {
       // Writes after a failed one are abandoned (what they sent may arrive twice); the
       // failed batch and everything after it go again, in order.
       inflight = [];
+      let failedBatch = head.batch;
+      const delivered = head.error instanceof OutputError ? Math.min(head.error.delivered, failedBatch.length - 1) : 0;
+      if (delivered > 0) {
+        // The target has the first messages of the batch; only the rest fail.
+        this.confirmed(failedBatch.slice(0, delivered));
+        failedBatch = failedBatch.slice(delivered);
+      }
       sentSeq = this.lastSeq;
       if (this.stopped) return;
-      await this.failed(head.batch, head.error);
+      await this.failed(failedBatch, head.error);
     }
     await this.finish(inflight);
   }

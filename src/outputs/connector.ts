@@ -32,10 +32,16 @@ export class OutputError extends Error {
   readonly retryable: boolean;
   /** The target asked to wait this long before retrying (HTTP Retry-After); the drain honours it. */
   readonly retryAfterMs: number | undefined;
-  constructor(message: string, options: { retryable: boolean; code?: string; cause?: unknown; retryAfterMs?: number }) {
+  /**
+   * How many leading messages of the batch the target confirmed before this error: the
+   * drain counts them delivered and does not send them again.
+   */
+  delivered: number;
+  constructor(message: string, options: { retryable: boolean; code?: string; cause?: unknown; retryAfterMs?: number; delivered?: number }) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.retryable = options.retryable;
     this.retryAfterMs = options.retryAfterMs;
+    this.delivered = options.delivered ?? 0;
     this.code = options.code ?? (options.retryable ? 'SB_ERR_OUTPUT_UNAVAILABLE' : 'SB_ERR_OUTPUT_REJECTED');
   }
 }

@@ -176,9 +176,15 @@ export const webhookConnector: ConnectorType<typeof webhookSchema> = {
       async write(batch) {
         // One request at a time keeps the outbox order without tracking topics; throughput
         // per output is then one round trip per message.
-        for (const m of batch) {
-          if (closed) throw new OutputError(`webhook "${name}" is closed`, { retryable: true });
-          await send(m);
+        for (let i = 0; i < batch.length; i++) {
+          if (closed) throw new OutputError(`webhook "${name}" is closed`, { retryable: true, delivered: i });
+          try {
+            await send(batch[i]!);
+          } catch (err) {
+            // The requests before this one succeeded: they are not sent again.
+            if (err instanceof OutputError) err.delivered = i;
+            throw err;
+          }
         }
       },
       async close() {

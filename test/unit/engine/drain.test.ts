@@ -277,6 +277,22 @@ describe('OutputDrain', () => {
     expect(calls.slice(3)).toEqual([topics(3, 4), topics(5, 6)]);
   });
 
+  it('does not send again the leading messages a failed write says the target already has', async () => {
+    await enqueue(4);
+    const connector = new FakeConnector((_b, call) => {
+      if (call === 1) throw new OutputError('third request failed', { retryable: true, delivered: 2 });
+    });
+    const d = drain(connector, { batchSize: 4, retryMinMs: 100, retryMaxMs: 100 });
+    d.start();
+    await until(() => clock.backoffs.length === 1 && clock.pending === 1, 'a backoff');
+    expect(d.stats.delivered).toBe(2);
+    clock.advance(100);
+    await until(() => d.stats.delivered === 4, 'the rest delivered');
+    expect(connector.calls.map((c) => c.topics)).toEqual([topics(1, 2, 3, 4), topics(3, 4)]);
+    await batcher.flush();
+    expect(outboxTopics()).toEqual([]);
+  });
+
   it('draws each backoff uniformly between retryMinMs and the doubling ceiling using the injected random', async () => {
     await enqueue(1);
     const connector = new FakeConnector((_b, call) => {
