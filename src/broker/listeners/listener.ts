@@ -1,4 +1,4 @@
-import type { AddressInfo, Server } from 'node:net';
+import type { AddressInfo, Server, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import type { ListenerConfig } from '../../config/broker.js';
@@ -117,4 +117,36 @@ export function listen(server: Server, config: ListenerConfig): Promise<BoundAdd
 export function close(server: Server | undefined): Promise<void> {
   if (!server) return Promise.resolve();
   return new Promise((resolve) => server.close(() => resolve()));
+}
+
+/**
+ * The TCP connections of a server that have not reached the broker yet (TLS handshake or
+ * HTTP upgrade in progress), keyed by remote `address:port` (unique per listening port).
+ * On stop they are destroyed, so a stalled handshake cannot hold the close up; connections
+ * already handed over are the broker's to close gracefully.
+ */
+export class PendingSockets {
+  private readonly sockets = new Map<string, Socket>();
+
+  /** Tracks every new TCP connection of `server`. */
+  watch(server: Server): void {
+    server.on('connection', (socket: Socket) => {
+      const remote = remoteOf(socket);
+      this.sockets.set(remote, socket);
+      socket.once('close', () => {
+        if (this.sockets.get(remote) === socket) this.sockets.delete(remote);
+      });
+    });
+  }
+
+  /** The connection from `remote` reached the broker (or was refused and destroyed). */
+  settled(remote: string): void {
+    this.sockets.delete(remote);
+  }
+
+  /** Destroys every connection still pending. */
+  destroyAll(): void {
+    for (const socket of this.sockets.values()) socket.destroy();
+    this.sockets.clear();
+  }
 }

@@ -111,6 +111,8 @@ export function watchHandshakeFailures(server: tls.Server, config: TlsListenerCo
   server.on('tlsClientError', (err: Error & { code?: string }, socket: tls.TLSSocket) => {
     context.stats.tlsHandshakeFailures++;
     context.log.debug({ listener: describeListener(config), remote: remoteOf(socket), code: err.code, reason: tlsReason(err) }, 'TLS handshake failed');
+    // Node leaves a socket whose handshake timed out open.
+    socket.destroy();
   });
 }
 

@@ -4,7 +4,7 @@ import type { Duplex } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
 import { WebSocketServer } from 'ws';
 import type { ListenerConfig, TlsListenerConfig } from '../../config/broker.js';
-import { close, describeListener, listen, remoteOf, type Listener, type ListenerContext, type StreamPeer } from './listener.js';
+import { close, describeListener, listen, PendingSockets, remoteOf, type Listener, type ListenerContext, type StreamPeer } from './listener.js';
 import { acceptTlsSocket, tlsServerOptions, watchHandshakeFailures } from './tls-options.js';
 import { WebSocketStream } from './websocket-stream.js';
 
@@ -31,6 +31,7 @@ type WebSocketListenerConfig = Extract<ListenerConfig, { type: 'ws' | 'wss' }>;
  */
 export function createWebSocketListener(config: WebSocketListenerConfig, context: ListenerContext): Listener {
   let server: http.Server | undefined;
+  const pending = new PendingSockets();
   const name = describeListener(config);
   const timeoutMs = context.handshakeTimeoutMs;
 
@@ -59,6 +60,7 @@ export function createWebSocketListener(config: WebSocketListenerConfig, context
       };
       const srv = secure ? https.createServer({ ...options, ...tlsServerOptions(config as TlsListenerConfig, context) }) : http.createServer(options);
       server = srv;
+      pending.watch(srv);
       srv.maxHeadersCount = MAX_HEADERS;
       srv.keepAliveTimeout = 0;
       const wss = new WebSocketServer({
@@ -109,16 +111,20 @@ export function createWebSocketListener(config: WebSocketListenerConfig, context
           socket.destroy();
           return;
         }
-        wss.handleUpgrade(req, socket, head, (ws) => onStream(new WebSocketStream(ws), peer));
+        wss.handleUpgrade(req, socket, head, (ws) => {
+          pending.settled(remote);
+          onStream(new WebSocketStream(ws), peer);
+        });
       });
       return listen(srv, config);
     },
     stop() {
       const srv = server;
       server = undefined;
-      // Idle keep-alive and half-sent HTTP requests must not hold the close up.
-      srv?.closeIdleConnections();
-      return close(srv);
+      const closed = close(srv);
+      // Half-sent HTTP requests and handshakes must not hold the close up.
+      pending.destroyAll();
+      return closed;
     },
   };
 }
