@@ -1,8 +1,8 @@
-import { readFileSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import tls from 'node:tls';
 import { randomUUID } from 'node:crypto';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { ListenerError } from '../../src/broker/listeners/listener.js';
 import { CLIENT_CN, makeCertificates, opensslPeer, type Certificates, type KeyPair } from '../helpers/certs.js';
 import { recordingLogger, eventually } from '../helpers/durable.js';
@@ -19,10 +19,15 @@ const mosquittoPub = requireCommand('mosquitto_pub', PEERS_INSTALL_HINT);
 let certs: Certificates;
 let running: ListenersBroker | undefined;
 
-beforeEach((ctx) => {
-  opensslPeer.require(ctx);
-  certs = makeCertificates();
+beforeAll(() => {
+  if (opensslPeer.missing === undefined) certs = makeCertificates();
 });
+
+afterAll(() => {
+  if (certs) rmSync(certs.dir, { recursive: true, force: true });
+});
+
+beforeEach((ctx) => opensslPeer.require(ctx));
 
 afterEach(async () => {
   await running?.close();

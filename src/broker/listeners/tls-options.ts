@@ -1,3 +1,4 @@
+import { X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import tls from 'node:tls';
 import type { TlsListenerConfig } from '../../config/broker.js';
@@ -51,7 +52,10 @@ function readTlsMaterial(config: TlsListenerConfig): { material?: TlsMaterial; p
     if (reason !== undefined) problems.push({ field, kind: 'invalid', message: `${what}: ${reason}` });
     return reason === undefined;
   };
-  if (ca) check('ca', `the ca file ${config.ca} does not hold PEM CA certificates`, { ca });
+  if (ca) {
+    const reason = caError(ca);
+    if (reason !== undefined) problems.push({ field: 'ca', kind: 'invalid', message: `the ca file ${config.ca} does not hold PEM CA certificates: ${reason}` });
+  }
   const certOk = cert !== undefined && check('cert', `the cert file ${config.cert} is not a PEM certificate`, { cert });
   if (certOk && key) {
     const reason = contextError({ cert, key, passphrase: config.passphrase });
@@ -61,6 +65,25 @@ function readTlsMaterial(config: TlsListenerConfig): { material?: TlsMaterial; p
     }
   }
   return problems.length === 0 ? { material: { cert: cert!, key: key!, ca }, problems } : { problems };
+}
+
+const PEM_CERTIFICATE = /-----BEGIN CERTIFICATE-----[^-]+-----END CERTIFICATE-----/g;
+
+/**
+ * Why `ca` is not a list of PEM certificates. Node skips what it cannot parse in a CA list
+ * without a word, which would leave every client certificate refused for no visible reason.
+ */
+function caError(ca: Buffer): string | undefined {
+  const blocks = ca.toString('latin1').match(PEM_CERTIFICATE) ?? [];
+  if (blocks.length === 0) return 'no -----BEGIN CERTIFICATE----- block';
+  for (const [i, block] of blocks.entries()) {
+    try {
+      new X509Certificate(block);
+    } catch (err) {
+      return `certificate ${i + 1}: ${tlsReason(err)}`;
+    }
+  }
+  return undefined;
 }
 
 /** Why Node cannot build a TLS context from `options`, or undefined when it can. */
