@@ -38,9 +38,11 @@ export const listenerCommonFields = {
     .describe('Whether clients may connect without credentials on this listener, overriding broker.auth.anonymous.'),
 };
 
+/** Default ports of the TLS and WebSocket listeners (IANA's 8883 for MQTT over TLS; 8080/8081 by custom). */
 export const DEFAULT_MQTTS_PORT = 8883;
 export const DEFAULT_WS_PORT = 8080;
 export const DEFAULT_WSS_PORT = 8081;
+/** The HTTP path MQTT clients conventionally upgrade on. */
 export const DEFAULT_WS_PATH = '/mqtt';
 export const DEFAULT_TLS_MIN_VERSION = 'TLSv1.2';
 export const DEFAULT_CERTIFICATE_USERNAME = 'CN';
@@ -100,6 +102,7 @@ export const mqttListenerSchema = z
   })
   .strict();
 
+/** `type: mqtts`: MQTT over TLS. */
 export const mqttsListenerSchema = z
   .object({
     type: z.literal('mqtts').describe('MQTT over TLS.'),
@@ -110,6 +113,7 @@ export const mqttsListenerSchema = z
   .strict()
   .superRefine(caForClientCertificates);
 
+/** `type: ws`: MQTT over WebSocket. */
 export const wsListenerSchema = z
   .object({
     type: z.literal('ws').describe('MQTT over WebSocket (plain HTTP).'),
@@ -119,6 +123,7 @@ export const wsListenerSchema = z
   })
   .strict();
 
+/** `type: wss`: MQTT over WebSocket over TLS. */
 export const wssListenerSchema = z
   .object({
     type: z.literal('wss').describe('MQTT over WebSocket over TLS (HTTPS).'),

@@ -84,6 +84,7 @@ describe('listener config', () => {
     { what: 'an encrypted key without passphrase', yaml: mqtts('cert: certs/server.crt', 'key: certs/encrypted.key'), at: [6, 12], code: 'SB_CONFIG_TLS', message: /key file .* cannot be used/ },
     { what: 'a wrong passphrase', yaml: mqtts('cert: certs/server.crt', 'key: certs/encrypted.key', 'passphrase: wrong'), at: [7, 19], code: 'SB_CONFIG_TLS', message: /bad decrypt/ },
     { what: 'a ca file that is not PEM', yaml: mqtts('cert: certs/server.crt', 'key: certs/server.key', 'ca: certs/garbage.pem'), at: [7, 11], code: 'SB_CONFIG_TLS', message: /ca file .* does not hold PEM CA certificates/ },
+    { what: 'a cipher list OpenSSL does not know', yaml: mqtts('cert: certs/server.crt', 'key: certs/server.key', 'ciphers: NOT-A-CIPHER'), at: [7, 16], code: 'SB_CONFIG_TLS', message: /OpenSSL accepts no cipher of "NOT-A-CIPHER"/ },
     { what: 'requireCertificate without ca', yaml: mqtts('cert: certs/server.crt', 'key: certs/server.key', 'requireCertificate: true'), at: [7, 27], code: 'SB_CONFIG_SCHEMA', message: /requireCertificate needs `ca`/ },
     { what: 'minVersion TLSv1.1', yaml: mqtts('cert: certs/server.crt', 'key: certs/server.key', 'minVersion: TLSv1.1'), at: [7, 19], code: 'SB_CONFIG_SCHEMA', message: /must be TLSv1\.2 or TLSv1\.3/ },
     { what: 'an unknown certificateUsername', yaml: mqtts('cert: certs/server.crt', 'key: certs/server.key', 'certificateUsername: email'), at: [7, 28], code: 'SB_CONFIG_SCHEMA', message: /certificateUsername/ },

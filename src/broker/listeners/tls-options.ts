@@ -9,7 +9,7 @@ export type TlsFileField = 'cert' | 'key' | 'ca';
 
 /** A problem with one of a TLS listener's files, for the config loader to locate. */
 export interface TlsFileProblem {
-  field: TlsFileField | 'passphrase';
+  field: TlsFileField | 'passphrase' | 'ciphers';
   /** `missing`: the file does not exist; `invalid`: it cannot be read or used. */
   kind: 'missing' | 'invalid';
   message: string;
@@ -23,7 +23,8 @@ interface TlsMaterial {
 
 /**
  * Reads and checks a TLS listener's files without starting anything: each must exist, be
- * readable, parse as PEM, and the key must open (passphrase) and match the certificate.
+ * readable, parse as PEM, and the key must open (passphrase) and match the certificate;
+ * `ciphers`, when given, must name at least one cipher OpenSSL knows.
  * Returns every problem found (empty when the listener can start); the loader reports them
  * at config time, the listener throws the first at start.
  */
@@ -64,6 +65,7 @@ function readTlsMaterial(config: TlsListenerConfig): { material?: TlsMaterial; p
       problems.push({ field: passphrase ? 'passphrase' : 'key', kind: 'invalid', message: `the key file ${config.key} cannot be used with the cert file ${config.cert}: ${reason}` });
     }
   }
+  if (config.ciphers !== undefined) check('ciphers', `OpenSSL accepts no cipher of "${config.ciphers}"`, { ciphers: config.ciphers });
   return problems.length === 0 ? { material: { cert: cert!, key: key!, ca }, problems } : { problems };
 }
 
