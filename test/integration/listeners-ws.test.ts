@@ -235,6 +235,17 @@ describe('ws listener', () => {
     await noMessage(late, { forMs: 200 });
   });
 
+  it('closes a connection sending malformed WebSocket frames and goes on serving others', async () => {
+    const { port, broker } = await startWs();
+    const { socket, closed } = await rawUpgrade(port);
+    // Reserved bits set, reserved opcode, unmasked: three ways wrong.
+    socket.write(Buffer.from([0xf3, 0x05, 1, 2, 3, 4, 5]));
+    await closed;
+    expect(broker.connectionCount).toBe(0);
+    await client(`ws://127.0.0.1:${port}/mqtt`);
+    expect(broker.connectionCount).toBe(1);
+  });
+
   it('refuses a PUBLISH announcing more than maxPacketSize in small frames, from its MQTT header, nothing routed', async () => {
     const { port, plainPort, broker } = await startWs();
     expect(MAX_PACKET + FRAME_SLACK_BYTES).toBeLessThan(8192);
@@ -266,6 +277,17 @@ describe('ws listener', () => {
     expect(Date.now() - started).toBeLessThan(2500);
     expect(received).toMatch(/^HTTP\/1\.1 408 /);
     await eventually(() => broker.stats.websocketUpgradesRefused === 1, 'counted');
+  });
+
+  it('shuts down gracefully over WebSocket: an MQTT 5 client gets DISCONNECT 0x8B, then the close', async () => {
+    const { port } = await startWs();
+    const c = await client(`ws://127.0.0.1:${port}/mqtt`, { protocolVersion: 5 });
+    const disconnected = waitFor<{ reasonCode: number }>(c, 'disconnect');
+    const started = Date.now();
+    await running!.close();
+    running = undefined;
+    expect((await disconnected).reasonCode).toBe(0x8b);
+    expect(Date.now() - started).toBeLessThan(1500);
   });
 
   it('stops promptly with an upgrade request half sent', async () => {
