@@ -287,7 +287,7 @@ describe('ws listener', () => {
     await running!.close();
     running = undefined;
     expect((await disconnected).reasonCode).toBe(0x8b);
-    expect(Date.now() - started).toBeLessThan(1500);
+    expect(Date.now() - started).toBeLessThan(3000); // not the 10 s connect timeout
   });
 
   it('stops promptly with an upgrade request half sent', async () => {
@@ -299,7 +299,7 @@ describe('ws listener', () => {
     const started = Date.now();
     await running!.close();
     running = undefined;
-    expect(Date.now() - started).toBeLessThan(1000);
+    expect(Date.now() - started).toBeLessThan(3000); // not the 10 s headers timeout
   });
 });
 
