@@ -1,12 +1,14 @@
 import { readFileSync, rmSync } from 'node:fs';
 import net from 'node:net';
+import path from 'node:path';
 import tls from 'node:tls';
 import { randomUUID } from 'node:crypto';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { ListenerError } from '../../src/broker/listeners/listener.js';
-import { CLIENT_CN, makeCertificates, opensslPeer, type Certificates, type KeyPair } from '../helpers/certs.js';
+import { CLIENT_CN, KEY_PASSPHRASE, makeCertificates, opensslPeer, type Certificates, type KeyPair } from '../helpers/certs.js';
 import { recordingLogger, eventually } from '../helpers/durable.js';
 import { attemptConnect, startListeners, type ListenersBroker } from '../helpers/listeners.js';
+import { startEngine } from '../helpers/engine.js';
 import { connect, nextMessage } from '../helpers/mqtt.js';
 import { PEERS_INSTALL_HINT, expectCleanExit, requireCommand, requirePeers, runProcess, startProcess } from '../helpers/peers.js';
 
@@ -164,6 +166,34 @@ describe('mqtts listener', () => {
     expect(err).toBeInstanceOf(ListenerError);
     expect(err).toMatchObject({ code: 'SB_ERR_LISTENER_TLS', message: expect.stringContaining(`cert file not found: ${missing}`) });
     expect((err as Error).message).toMatch(/^mqtts listener 127\.0\.0\.1:0/);
+  });
+});
+
+describe('mqtts listener in a whole signalbox', () => {
+  it('loads certificate paths relative to signalbox.yaml and a passphrase from the environment; rules see TLS clients\' messages', async () => {
+    const rel = (file: string) => path.join('..', path.basename(certs.dir), path.basename(file));
+    const sb = await startEngine({
+      config: [
+        'broker:',
+        '  listeners:',
+        `    - { type: mqtts, host: 127.0.0.1, port: 0, cert: ${rel(certs.cert)}, key: ${rel(certs.encryptedKey)}, passphrase: "\${env:SB_TEST_KEY_PASSPHRASE}" }`,
+        'storage: { path: ":memory:" }',
+        '',
+      ].join('\n'),
+      rules: { 'echo.yaml': 'rules:\n  - id: echo\n    on: in/#\n    to:\n      - republish: { topic: "out/${levels[1]}" }\n' },
+    }, { env: { SB_TEST_KEY_PASSPHRASE: KEY_PASSPHRASE } });
+    try {
+      const ca = readFileSync(certs.ca);
+      const sub = await connect(`mqtts://127.0.0.1:${sb.port}`, { ca });
+      const pub = await connect(`mqtts://127.0.0.1:${sb.port}`, { ca });
+      await sub.subscribeAsync('out/#', { qos: 1 });
+      const got = nextMessage(sub);
+      await pub.publishAsync('in/kitchen', '21.5', { qos: 1 });
+      expect((await got).topic).toBe('out/kitchen');
+      await Promise.all([sub.endAsync(), pub.endAsync()]);
+    } finally {
+      await sb.close();
+    }
   });
 });
 
