@@ -9,23 +9,24 @@ const benchTopic = (i) => `bench/${i}/data`;
 /**
  * Connects one subscriber (subscribed to `filter`, default {@link FILTER}, at `qos`) and
  * `publishers` publishers, publisher `i` on `topicOf(i)` (default `bench/<i>/data`).
- * `format` / `decode` replace the binary payload (see load.js; the rules job sends JSON).
+ * `format` / `decode` replace the binary payload (see load.js; the rules job sends JSON);
+ * `tls` (node:tls connect options) connects every client over TLS.
  * @returns {Promise<{ subscriber: Subscriber, publishers: Publisher[], close: () => Promise<void> }>}
  */
-export async function connectBenchClients(port, { qos, publishers: count, payloadBytes, window, capacity, filter = FILTER, topicOf = benchTopic, format, decode }) {
+export async function connectBenchClients(port, { qos, publishers: count, payloadBytes, window, capacity, filter = FILTER, topicOf = benchTopic, format, decode, tls }) {
   const tag = Math.random().toString(36).slice(2, 8);
   const clients = [];
   const close = async () => {
     await Promise.all(clients.map((c) => c.close()));
   };
   try {
-    const subClient = await connectClient(port, { clientId: `bench-sub-${tag}` });
+    const subClient = await connectClient(port, { clientId: `bench-sub-${tag}`, tls });
     clients.push(subClient);
     await subClient.subscribe(filter, qos);
     const subscriber = new Subscriber(subClient, { publishers: count, capacity, decode });
     const publishers = [];
     for (let i = 0; i < count; i++) {
-      const client = await connectClient(port, { clientId: `bench-pub-${i}-${tag}` });
+      const client = await connectClient(port, { clientId: `bench-pub-${i}-${tag}`, tls });
       clients.push(client);
       publishers.push(new Publisher(client, { index: i, topic: topicOf(i), qos, payloadBytes, window, format }));
     }

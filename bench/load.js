@@ -4,6 +4,7 @@
 // into a pre-generated template, and acks are batched per received chunk.
 import net from 'node:net';
 import { performance } from 'node:perf_hooks';
+import tls from 'node:tls';
 import mqtt from 'mqtt-packet';
 import { withTimeout } from './stats.js';
 
@@ -14,13 +15,16 @@ const PROTOCOL_VERSION = 4; // MQTT 3.1.1: the version both brokers support full
 const CLOSE_TIMEOUT_MS = 5_000;
 
 /**
- * Connects one client over TCP and resolves after a successful CONNACK.
+ * Connects one client over TCP (or TLS, given `tls`: node:tls connect options such as `ca`)
+ * and resolves after a successful CONNACK.
  * @param {number} port broker port on 127.0.0.1
- * @param {{ clientId: string, keepalive?: number, timeoutMs?: number }} options
+ * @param {{ clientId: string, keepalive?: number, timeoutMs?: number, tls?: import('node:tls').ConnectionOptions }} options
  * @returns {Promise<RawClient>}
  */
-export async function connectClient(port, { clientId, keepalive = 0, timeoutMs = 10_000 }) {
-  const client = new RawClient(net.connect({ port, host: '127.0.0.1', noDelay: true }));
+export async function connectClient(port, { clientId, keepalive = 0, timeoutMs = 10_000, tls: tlsOptions }) {
+  // A TLS socket queues the CONNECT written below until its handshake is done.
+  const socket = tlsOptions ? tls.connect({ port, host: '127.0.0.1', noDelay: true, ...tlsOptions }) : net.connect({ port, host: '127.0.0.1', noDelay: true });
+  const client = new RawClient(socket);
   const connack = client.next('connack');
   client.socket.write(mqtt.generate({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: PROTOCOL_VERSION, clientId, clean: true, keepalive }));
   try {

@@ -1,6 +1,6 @@
 // `npm run bench`: runs the broker benchmark and the rules job against signalbox and Aedes 1.2
-// (+ JSONata), each broker in its own child process, prints a comparison table per job and
-// writes bench/results/broker.json, bench/results/rules.json and bench/results/latest.json.
+// (+ JSONata), the bridge job and the tls job, each broker in its own child process, prints a
+// table per job and writes bench/results/<job>.json and bench/results/latest.json.
 // Settings come from BENCH_* environment variables (--help).
 import { execFileSync } from 'node:child_process';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
@@ -15,6 +15,7 @@ import { buildRows, formatNotes, formatTable } from './report.js';
 import { planRules, rulesSettings } from './rules-job.js';
 import { runBridge } from './bridge-job.js';
 import { bridgeFailed, printBridge } from './bridge-report.js';
+import { printTls, runTls, tlsFailed } from './tls-job.js';
 import { buildRulesRows, formatRulesNotes, formatRulesTable } from './rules-report.js';
 import { formatBytes, formatInt, formatMs } from './stats.js';
 
@@ -137,6 +138,8 @@ async function main() {
 
   // The bridge job (bridge-job.js) starts its own processes: Mosquitto brokers and a signalbox child.
   const bridge = options.phases.includes('bridge') ? await runBridge(options, meta) : undefined;
+  // The tls job (tls-job.js): signalbox over mqtts vs mqtt, each in its own child.
+  const tls = options.phases.includes('tls') ? await runTls(options, meta) : undefined;
 
   const outputs = [];
   if (jobs.has('broker')) {
@@ -162,6 +165,10 @@ async function main() {
   if (bridge) {
     printBridge(bridge);
     outputs.push(['bridge', bridge]);
+  }
+  if (tls) {
+    printTls(tls);
+    outputs.push(['tls', tls]);
   }
 
   if (outputs.length === 0) {
@@ -204,6 +211,7 @@ async function main() {
   const phaseSets = [...Object.values(broker.brokers), broker.ceiling, ...Object.values(rules.contenders)];
   if (phaseSets.some((phases) => Object.values(phases).some((r) => r.error))) process.exitCode = 1;
   if (bridge && bridgeFailed(bridge)) process.exitCode = 1;
+  if (tls && tlsFailed(tls)) process.exitCode = 1;
 }
 
 main().catch((err) => {

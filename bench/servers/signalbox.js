@@ -11,14 +11,17 @@
 //   BENCH_SIGNALBOX_LIMITS='{"maxInflight":1000}'   override `limits`
 import { limitsOverride, signalboxDist } from './dist.js';
 
-/** Starts signalbox on 127.0.0.1 with an OS-chosen port. */
-export async function start() {
+/**
+ * Starts signalbox on 127.0.0.1 with an OS-chosen port; `listener` replaces the plain mqtt
+ * listener (the tls job passes an mqtts one with its certificate files).
+ */
+export async function start({ listener } = {}) {
   const dist = signalboxDist();
   const { createBroker } = await import(new URL('broker/broker.js', dist).href);
   const { parseBrokerConfig } = await import(new URL('config/broker.js', dist).href);
   const { silentLogger } = await import(new URL('log.js', dist).href);
   const limits = limitsOverride() ?? { maxInflight: 65_535, maxQueued: 1_000_000 };
-  const config = parseBrokerConfig({ listeners: [{ type: 'mqtt', host: '127.0.0.1', port: 0 }], limits });
+  const config = parseBrokerConfig({ listeners: [{ type: 'mqtt', ...listener, host: '127.0.0.1', port: 0 }], limits });
   const broker = createBroker(config, { log: silentLogger() });
   const [address] = await broker.listen();
   return { port: address.port, counters: () => ({ broker: { ...broker.stats } }), close: () => broker.close() };

@@ -5,8 +5,11 @@ import type { BrokerConfig, ListenerConfig } from '../config/broker.js';
 import { parseSharedFilter, validateTopicName } from '../topics/validate.js';
 import { Connection } from './connection.js';
 import type { BrokerContext, BrokerStats } from './context.js';
+import type { BoundAddress, Listener, ListenerContext, ListenerFactory, StreamOrigin } from './listeners/listener.js';
 import { createMqttListener } from './listeners/mqtt.js';
-import type { BoundAddress, Listener, ListenerFactory, StreamOrigin } from './listeners/listener.js';
+import { createMqttsListener } from './listeners/mqtts.js';
+import { createWsListener } from './listeners/ws.js';
+import { createWssListener } from './listeners/wss.js';
 import { RC } from './reason-codes.js';
 import type { BrokerPersistence, StoredSession } from './persistence.js';
 import { RetainedStore } from './retained.js';
@@ -61,9 +64,9 @@ export interface Broker {
   readonly connectionCount: number;
 }
 
-/** The built-in listener types. TLS and WebSocket join this table. */
+/** The built-in listener types, by their `type` in the config. */
 export function defaultListenerTypes(): Record<string, ListenerFactory> {
-  return { mqtt: createMqttListener };
+  return { mqtt: createMqttListener, mqtts: createMqttsListener, ws: createWsListener, wss: createWssListener };
 }
 
 /**
@@ -95,6 +98,8 @@ export function createBroker(config: BrokerConfig, deps: BrokerDeps): Broker {
     droppedExpired: 0,
     droppedTooLarge: 0,
     publishHookErrors: 0,
+    tlsHandshakeFailures: 0,
+    websocketUpgradesRefused: 0,
   };
 
   const sessionEvents = {
@@ -292,10 +297,11 @@ export function createBroker(config: BrokerConfig, deps: BrokerDeps): Broker {
 
     async listen() {
       const bound: BoundAddress[] = [];
+      const listenerContext: ListenerContext = { log, stats, maxPacketSize: config.limits.maxPacketSize, handshakeTimeoutMs: config.connectTimeoutMs };
       for (const lc of config.listeners as ListenerConfig[]) {
         const factory = listenerTypes[lc.type];
         if (!factory) throw new Error(`unknown listener type "${lc.type}"`);
-        const listener = factory(lc);
+        const listener = factory(lc, listenerContext);
         const address = await listener.start((stream, peer) => onStream(stream, { ...peer, listener: lc }));
         listeners.push(listener);
         bound.push(address);

@@ -2,14 +2,15 @@ import type { Logger } from 'pino';
 import type { Clock } from '../clock.js';
 import type { BrokerConfig } from '../config/broker.js';
 import type { Connection } from './connection.js';
+import type { ListenerStats } from './listeners/listener.js';
 import type { BrokerPersistence } from './persistence.js';
 import type { RetainedStore } from './retained.js';
 import type { Session } from './session.js';
 import type { SubscriptionIndex } from './subscriptions.js';
 import type { Message, PublisherInfo } from './types.js';
 
-/** Counters the broker keeps; exposed for logs, status output and metrics. */
-export interface BrokerStats {
+/** Counters the broker keeps (its listeners' among them); exposed for logs, status output and metrics. */
+export interface BrokerStats extends ListenerStats {
   connectionsAccepted: number;
   connectionsRejected: number;
   protocolErrors: number;

@@ -18,14 +18,17 @@ export interface StatusReport {
 /**
  * `signalbox status`: what a running signalbox is doing, from the outside. Bridge states come
  * from the broker's retained `$SYS/signalbox/bridges/<name>/state` topics (read over MQTT
- * from the first configured listener); outbox depth, dead letters, stored sessions and
+ * from the first plain mqtt listener, else ws, else the first); outbox depth, dead letters, stored sessions and
  * retained messages from the database (read-only). Returns the exit code: 0, or 1 when the
  * broker cannot be reached.
  */
 export async function statusCommand(config: Config, options: { json?: boolean }, out: NodeJS.WritableStream): Promise<number> {
-  const listener = config.broker.listeners[0]!;
+  // A plain listener first: a TLS one needs its server certificate trusted (NODE_EXTRA_CA_CERTS).
+  const listeners = config.broker.listeners;
+  const listener = listeners.find((l) => l.type === 'mqtt') ?? listeners.find((l) => l.type === 'ws') ?? listeners[0]!;
   const host = listener.host === '0.0.0.0' ? '127.0.0.1' : listener.host === '::' ? '::1' : listener.host;
-  const url = `mqtt://${host.includes(':') ? `[${host}]` : host}:${listener.port}`;
+  const path = listener.type === 'ws' || listener.type === 'wss' ? listener.path : '';
+  const url = `${listener.type}://${host.includes(':') ? `[${host}]` : host}:${listener.port}${path}`;
   const report: StatusReport = { broker: { url, reachable: false }, bridges: {}, outboxes: {}, deadLetters: 0, sessions: 0, retained: 0 };
 
   try {

@@ -1,3 +1,4 @@
+import path from 'node:path';
 import { z } from 'zod';
 import { parseSize } from './units.js';
 
@@ -37,6 +38,62 @@ export const listenerCommonFields = {
     .describe('Whether clients may connect without credentials on this listener, overriding broker.auth.anonymous.'),
 };
 
+/** Default ports of the TLS and WebSocket listeners (IANA's 8883 for MQTT over TLS; 8080/8081 by custom). */
+export const DEFAULT_MQTTS_PORT = 8883;
+export const DEFAULT_WS_PORT = 8080;
+export const DEFAULT_WSS_PORT = 8081;
+/** The HTTP path MQTT clients conventionally upgrade on. */
+export const DEFAULT_WS_PATH = '/mqtt';
+export const DEFAULT_TLS_MIN_VERSION = 'TLSv1.2';
+export const DEFAULT_CERTIFICATE_USERNAME = 'CN';
+
+/** TLS versions a listener may require at least; TLS 1.0 and 1.1 are never offered. */
+export const TLS_VERSIONS = ['TLSv1.2', 'TLSv1.3'] as const;
+
+/**
+ * TLS settings of `mqtts` and `wss`. File paths are relative to the config file's folder
+ * (the loader resolves them and checks the files at config time).
+ */
+export const tlsListenerFields = {
+  cert: z.string().min(1).describe('PEM server certificate file (intermediate certificates may follow it), relative to the config file. Required.'),
+  key: z.string().min(1).describe('PEM private key file of `cert`, relative to the config file. Required.'),
+  passphrase: z.string().optional().describe('Passphrase of an encrypted `key`; write it as ${env:NAME}. Default none.'),
+  ca: z
+    .string().min(1).optional()
+    .describe('PEM file of the CA certificate(s) that sign client certificates, relative to the config file. Required with requireCertificate. Default none.'),
+  requireCertificate: z
+    .boolean()
+    .default(false)
+    .describe('Ask every client for a certificate signed by `ca` and refuse the connection without a valid one (before any MQTT byte is read). Default false.'),
+  certificateUsername: z
+    .enum(['CN', 'none'])
+    .default(DEFAULT_CERTIFICATE_USERNAME)
+    .describe('With requireCertificate: the client certificate field that becomes the connection\'s certificate username: CN (subject common name) or none. Default CN.'),
+  minVersion: z
+    .enum(TLS_VERSIONS, { error: () => `must be ${TLS_VERSIONS.join(' or ')} (TLS 1.0 and 1.1 are not supported)` })
+    .default(DEFAULT_TLS_MIN_VERSION)
+    .describe(`Oldest TLS version accepted: TLSv1.2 or TLSv1.3. Default ${DEFAULT_TLS_MIN_VERSION}.`),
+  ciphers: z
+    .string().min(1).optional()
+    .describe("OpenSSL cipher list for TLS 1.2 (TLS 1.3 suites are OpenSSL's defaults). Default Node.js's default list."),
+};
+
+/** Settings of the WebSocket listeners. */
+export const wsListenerFields = {
+  path: z
+    .string()
+    .regex(/^\/[^\s?#]*$/, 'must start with / and contain no spaces, ? or #')
+    .default(DEFAULT_WS_PATH)
+    .describe(`HTTP path the WebSocket upgrade must request; any other path gets 404. Default ${DEFAULT_WS_PATH}.`),
+};
+
+/** `requireCertificate` checks client certificates against `ca`, so it needs one. */
+const caForClientCertificates = (l: { requireCertificate: boolean; ca?: string | undefined }, ctx: z.RefinementCtx) => {
+  if (l.requireCertificate && l.ca === undefined) {
+    ctx.addIssue({ code: 'custom', path: ['requireCertificate'], message: 'requireCertificate needs `ca`, the CA file that signs the client certificates' });
+  }
+};
+
 export const mqttListenerSchema = z
   .object({
     type: z.literal('mqtt').describe('MQTT over plain TCP.'),
@@ -45,7 +102,45 @@ export const mqttListenerSchema = z
   })
   .strict();
 
-export const listenerSchema = z.discriminatedUnion('type', [mqttListenerSchema]);
+/** `type: mqtts`: MQTT over TLS. */
+export const mqttsListenerSchema = z
+  .object({
+    type: z.literal('mqtts').describe('MQTT over TLS.'),
+    ...listenerCommonFields,
+    port: port.default(DEFAULT_MQTTS_PORT).describe(`TCP port; 0 lets the OS choose. Default ${DEFAULT_MQTTS_PORT}.`),
+    ...tlsListenerFields,
+  })
+  .strict()
+  .superRefine(caForClientCertificates);
+
+/** `type: ws`: MQTT over WebSocket. */
+export const wsListenerSchema = z
+  .object({
+    type: z.literal('ws').describe('MQTT over WebSocket (plain HTTP).'),
+    ...listenerCommonFields,
+    port: port.default(DEFAULT_WS_PORT).describe(`TCP port; 0 lets the OS choose. Default ${DEFAULT_WS_PORT}.`),
+    ...wsListenerFields,
+  })
+  .strict();
+
+/** `type: wss`: MQTT over WebSocket over TLS. */
+export const wssListenerSchema = z
+  .object({
+    type: z.literal('wss').describe('MQTT over WebSocket over TLS (HTTPS).'),
+    ...listenerCommonFields,
+    port: port.default(DEFAULT_WSS_PORT).describe(`TCP port; 0 lets the OS choose. Default ${DEFAULT_WSS_PORT}.`),
+    ...wsListenerFields,
+    ...tlsListenerFields,
+  })
+  .strict()
+  .superRefine(caForClientCertificates);
+
+/** The listener types, by `type`. */
+export const LISTENER_TYPES = ['mqtt', 'mqtts', 'ws', 'wss'] as const;
+
+export const listenerSchema = z.discriminatedUnion('type', [mqttListenerSchema, mqttsListenerSchema, wsListenerSchema, wssListenerSchema], {
+  error: (issue) => (issue.code === 'invalid_union' ? `listener type must be one of ${LISTENER_TYPES.join(', ')}` : undefined),
+});
 
 export const limitsSchema = z
   .object({
@@ -103,9 +198,21 @@ export type BrokerConfigInput = z.input<typeof brokerSchema>;
 /** The `broker:` section after validation, with every default filled in. */
 export type BrokerConfig = z.output<typeof brokerSchema>;
 export type ListenerConfig = z.output<typeof listenerSchema>;
+/** A listener that speaks TLS (`mqtts`, `wss`). */
+export type TlsListenerConfig = Extract<ListenerConfig, { type: 'mqtts' | 'wss' }>;
 export type Limits = z.output<typeof limitsSchema>;
 
 /** Validates a `broker:` section (throws zod's error; the config loader reports it with positions). */
 export function parseBrokerConfig(input: unknown): BrokerConfig {
   return brokerSchema.parse(input ?? {});
+}
+
+/**
+ * A listener with its certificate, key and CA paths made absolute against `baseDir` (the
+ * config file's folder); other listener types come back unchanged.
+ */
+export function resolveListenerPaths(listener: ListenerConfig, baseDir: string): ListenerConfig {
+  if (listener.type !== 'mqtts' && listener.type !== 'wss') return listener;
+  const resolve = (p: string) => path.resolve(baseDir, p);
+  return { ...listener, cert: resolve(listener.cert), key: resolve(listener.key), ca: listener.ca === undefined ? undefined : resolve(listener.ca) };
 }

@@ -8,6 +8,7 @@ export const CONFIG_ISSUE_CODES = {
   SB_CONFIG_YAML: 'The file is not valid YAML (syntax, duplicate keys, too many aliases).',
   SB_CONFIG_SCHEMA: 'A value has the wrong type or range, or a key is unknown.',
   SB_CONFIG_ENV: 'A `${env:NAME}` reference names an environment variable that is not set.',
+  SB_CONFIG_TLS: "A TLS listener's cert, key or ca file cannot be read or used (not PEM, wrong passphrase, key not matching the certificate).",
   SB_RULE_DUPLICATE_ID: 'Two rules, in the same file or in different files, share an id.',
   SB_RULE_FILTER: 'A topic filter in `on:` is not a valid MQTT filter.',
   SB_RULE_EXPRESSION: 'A JSONata expression (`when`, `transform`, a `${…}` template) does not compile.',

@@ -8,6 +8,8 @@ import type { OutputRegistry } from '../outputs/registry.js';
 import { bindInlineWebhooks } from '../outputs/webhook-action.js';
 import { compileRuleFiles, type CompiledRules } from '../rules/compile.js';
 import type { ExpressionLimits } from '../rules/expression.js';
+import { tlsFileProblems } from '../broker/listeners/tls-options.js';
+import { resolveListenerPaths, type ListenerConfig } from './broker.js';
 import { ConfigError, sortIssues, type ConfigIssue } from './issues.js';
 import { configSchema, type ConfigFile } from './schema.js';
 import { YamlSource } from './source.js';
@@ -94,8 +96,11 @@ export function loadConfigFile(configFile: string, options: Pick<LoadOptions, 'e
   const outputs = source && !options.skipOutputs ? validateOutputs(source, parsed.outputs, options.connectors ?? createConnectorRegistry(), issues) : {};
   if (!outputs) return undefined;
   const base = source ? path.dirname(path.resolve(configFile)) : process.cwd();
+  const listeners = parsed.broker.listeners.map((l) => resolveListenerPaths(l, base));
+  if (source && !checkListenerFiles(source, listeners, issues)) return undefined;
   return {
     ...parsed,
+    broker: { ...parsed.broker, listeners },
     outputs,
     storage: { ...parsed.storage, path: parsed.storage.path === ':memory:' ? ':memory:' : path.resolve(base, parsed.storage.path) },
     file: source ? file : undefined,
@@ -106,6 +111,22 @@ export function loadConfigFile(configFile: string, options: Pick<LoadOptions, 'e
       maxSequence: parsed.engine.expressionMaxSequence,
     },
   };
+}
+
+/**
+ * Reads every TLS listener's certificate, key and CA now, so `check` reports a missing or
+ * unusable file at the line that names it instead of `run` failing at start.
+ */
+function checkListenerFiles(source: YamlSource, listeners: readonly ListenerConfig[], issues: ConfigIssue[]): boolean {
+  const before = issues.length;
+  listeners.forEach((listener, i) => {
+    if (listener.type !== 'mqtts' && listener.type !== 'wss') return;
+    for (const problem of tlsFileProblems(listener)) {
+      const code = problem.kind === 'missing' ? 'SB_CONFIG_NOT_FOUND' : 'SB_CONFIG_TLS';
+      issues.push(source.issue(['broker', 'listeners', i, problem.field], code, `${listener.type} listener on port ${listener.port}: ${problem.message}`));
+    }
+  });
+  return issues.length === before;
 }
 
 const OUTPUT_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;

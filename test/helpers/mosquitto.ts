@@ -24,8 +24,8 @@ export const MOSQUITTO_BIN = existsSync('/usr/sbin/mosquitto') ? '/usr/sbin/mosq
 export const mosquittoPeer: Peer = requireCommand(MOSQUITTO_BIN, MOSQUITTO_INSTALL_HINT);
 /** mosquitto_passwd, for brokers that refuse anonymous clients. */
 export const mosquittoPasswdPeer: Peer = requireCommand('mosquitto_passwd', MOSQUITTO_INSTALL_HINT);
-/** openssl, for {@link makeCertificates}. */
-export const opensslPeer: Peer = requireCommand('openssl', 'apt-get install -y openssl');
+// Certificates moved to certs.ts; re-exported for the bridge tests.
+export { makeCertificates, opensslPeer, type Certificates } from './certs.js';
 
 /** How long Mosquitto may take to start listening, or to exit after SIGTERM. */
 const START_WITHIN_MS = 5000;
@@ -199,61 +199,8 @@ function waitForAccept(port: number, within: number): Promise<void> {
   });
 }
 
-/** PEM files made by {@link makeCertificates}. */
-export interface Certificates {
-  dir: string;
-  /** The CA that signed the server certificate. */
-  ca: string;
-  /** Server certificate for 127.0.0.1 and localhost, and its key. */
-  cert: string;
-  key: string;
-  /** A second CA that signed nothing here: trusting only it must fail the handshake. */
-  otherCa: string;
-}
-
-/** Every openssl run is bounded; key generation (EC P-256) takes milliseconds. */
-const OPENSSL_TIMEOUT_MS = 10_000;
-
-function openssl(dir: string, args: string[]): void {
-  execFileSync('openssl', args, { cwd: dir, timeout: OPENSSL_TIMEOUT_MS, stdio: ['ignore', 'pipe', 'pipe'] });
-}
-
-function makeCa(dir: string, name: string): void {
-  openssl(dir, [
-    'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
-    '-keyout', `${name}.key`, '-out', `${name}.crt`, '-days', '2', '-subj', `/CN=signalbox test ${name}`,
-    '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign',
-  ]);
-}
-
-/**
- * Makes, in a fresh temp dir (removed when the test finishes): a CA, a server certificate it
- * signed for IP 127.0.0.1 and DNS localhost, and an unrelated second CA. Synchronous and
- * bounded. Call `opensslPeer.require(ctx)` first.
- */
-export function makeCertificates(): Certificates {
-  const dir = mkdtempSync(path.join(tmpdir(), 'signalbox-certs-'));
-  try {
-    onTestFinished(() => rmSync(dir, { recursive: true, force: true }));
-  } catch {
-    // outside a test (beforeAll): the caller removes `dir`
-  }
-  makeCa(dir, 'ca');
-  makeCa(dir, 'other-ca');
-  writeFileSync(
-    path.join(dir, 'server.ext'),
-    ['basicConstraints=CA:FALSE', 'keyUsage=critical,digitalSignature,keyEncipherment', 'extendedKeyUsage=serverAuth', 'subjectAltName=IP:127.0.0.1,DNS:localhost', ''].join('\n'),
-  );
-  openssl(dir, ['req', '-new', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', 'server.key', '-out', 'server.csr', '-subj', '/CN=localhost']);
-  openssl(dir, ['x509', '-req', '-in', 'server.csr', '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'server.crt', '-days', '2', '-extfile', 'server.ext']);
-  return {
-    dir,
-    ca: path.join(dir, 'ca.crt'),
-    cert: path.join(dir, 'server.crt'),
-    key: path.join(dir, 'server.key'),
-    otherCa: path.join(dir, 'other-ca.crt'),
-  };
-}
+/** mosquitto_passwd hashes one password; it is done in well under a second. */
+const PASSWD_TIMEOUT_MS = 10_000;
 
 /**
  * Writes a Mosquitto password file with one user (`mosquitto_passwd -b -c`) into a fresh temp
@@ -264,7 +211,7 @@ export function makePasswordFile(username: string, password: string): string {
   const dir = mkdtempSync(path.join(tmpdir(), 'signalbox-passwd-'));
   onTestFinished(() => rmSync(dir, { recursive: true, force: true }));
   const file = path.join(dir, 'passwords');
-  execFileSync('mosquitto_passwd', ['-b', '-c', file, username, password], { timeout: OPENSSL_TIMEOUT_MS, stdio: ['ignore', 'pipe', 'pipe'] });
+  execFileSync('mosquitto_passwd', ['-b', '-c', file, username, password], { timeout: PASSWD_TIMEOUT_MS, stdio: ['ignore', 'pipe', 'pipe'] });
   return file;
 }
 
