@@ -202,8 +202,8 @@ export class Connection implements Sender {
   private readonly onParseError = (err: Error): void => {
     if (this.state === 'closed') return;
     const reasonCode = err instanceof PacketError || err instanceof FrameError ? err.reasonCode : RC.malformedPacket;
-    this.ctx.stats.protocolErrors++;
     if (this.state === 'new' && err.message === 'Invalid protocol version') {
+      this.ctx.stats.protocolErrors++;
       // [MQTT-3.1.2-2] an unsupported protocol level gets CONNACK 0x01, then the close.
       this.out(mqttPacket.generate({ cmd: 'connack', sessionPresent: false, returnCode: 1 }, this.genOpts));
       this.ctx.stats.connectionsRejected++;
