@@ -14,6 +14,7 @@ import { bridgeState, mosquittoPeer, startMosquitto, type Mosquitto } from '../h
  * by the outbox batch size (the batch the outage cut short).
  */
 
+/** outbox.batchSize and maxInflight: the bridge's in-flight window towards Mosquitto. */
 const BATCH_SIZE = 100;
 /** QoS 1 publishes the local publisher keeps unacknowledged. */
 const WINDOW = 50;
@@ -26,6 +27,7 @@ function bridgeOutputs(url: string): string {
     type: 'bridge',
     url,
     reconnect: { retryMinMs: 50, retryMaxMs: 500 },
+    maxInflight: BATCH_SIZE,
     outbox: { batchSize: BATCH_SIZE, retryMinMs: 50, retryMaxMs: 500 },
     out: [{ local: 'telemetry/#', remote: 'site-a/telemetry/#' }],
   };

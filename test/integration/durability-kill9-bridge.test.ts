@@ -19,7 +19,7 @@ import { numberOf, prng, publishNumbers, untilMessages } from '../helpers/kill9.
 const TOTAL = 5_000;
 /** QoS 1 publishes the publisher keeps unacknowledged at most. */
 const WINDOW = 50;
-/** outbox.batchSize: messages the bridge has in flight to Mosquitto at once. */
+/** outbox.batchSize and maxInflight: messages the bridge has unacknowledged at Mosquitto at once. */
 const BATCH_SIZE = 100;
 const SEEDS = (process.env.SB_KILL9_SEEDS ?? '1,2,3').split(',').map((s) => Number(s.trim()));
 const SINK_ID = 'kill9-bridge-sink';
@@ -37,6 +37,7 @@ function outputs(mosquittoUrl: string): string {
     type: 'bridge',
     url: mosquittoUrl,
     out: [{ local: 'n/#', remote: 'n/#', qos: 1 }],
+    maxInflight: BATCH_SIZE,
     outbox: { batchSize: BATCH_SIZE, retryMinMs: 50, retryMaxMs: 500 },
     reconnect: { retryMinMs: 50, retryMaxMs: 500 },
   };
