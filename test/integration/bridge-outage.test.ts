@@ -11,7 +11,7 @@ import { bridgeState, mosquittoPeer, startMosquitto, type Mosquitto } from '../h
  * in the middle and started again on the same port. Mosquitto keeps the remote reader's
  * persistent session in its persistence file, so what it accepted before stopping is still
  * delivered after. Every message must arrive, in order; what the bridge sends twice is bounded
- * by the outbox batch size (the batch the outage cut short).
+ * by the in-flight window (maxInflight: what the outage cut short).
  */
 
 /** outbox.batchSize and maxInflight: the bridge's in-flight window towards Mosquitto. */
