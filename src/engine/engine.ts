@@ -84,7 +84,7 @@ export function createEngine(config: Config, rules: readonly CompiledRule[], dep
     log,
     publish: (input) => broker!.publish(input),
   });
-  broker = createBroker(config.broker, { log, clock, onPublish: processor.onPublish, persistence });
+  broker = createBroker(config.broker, { log, clock, onPublish: processor.onPublish, persistence, users: config.users });
   history.startRetention(config.history.retention, RETENTION_INTERVAL_MS);
   outputs.start();
   const redriver = new Redriver({ deadLetters, processor, outputs, clock, log });
@@ -100,6 +100,8 @@ export function createEngine(config: Config, rules: readonly CompiledRule[], dep
     setRules: (next) => processor.setRules(next),
     async reload(project) {
       processor.setRules(project.compiled.rules);
+      // The users file is read again on every reload; new logins use it at once.
+      b.setUsers(project.config.users);
       await outputs.reconcile(project.config.outputs);
       if (JSON.stringify(project.config.broker) !== JSON.stringify(config.broker)) {
         log.warn('broker settings changed: restart signalbox to apply them');
