@@ -111,7 +111,8 @@ export class LoginThrottle {
   private fail(state: IpState): number {
     const score = this.decay(state) + 1;
     state.score = score;
-    return Math.min(this.options.maxDelayMs, this.options.baseDelayMs * 2 ** (Math.floor(score) - 1));
+    // Rounded, so the decay during the delays themselves does not shave a step off the next one.
+    return Math.min(this.options.maxDelayMs, this.options.baseDelayMs * 2 ** (Math.round(score) - 1));
   }
 
   private delay(ms: number): Promise<void> {
