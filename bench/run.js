@@ -14,6 +14,7 @@ import { OPTIONS, readOptions } from './options.js';
 import { buildRows, formatNotes, formatTable } from './report.js';
 import { planRules, rulesSettings } from './rules-job.js';
 import { runBridge } from './bridge-job.js';
+import { authFailed, printAuth, runAuth } from './auth-connect.js';
 import { bridgeFailed, printBridge } from './bridge-report.js';
 import { buildRulesRows, formatRulesNotes, formatRulesTable } from './rules-report.js';
 import { formatBytes, formatInt, formatMs } from './stats.js';
@@ -137,6 +138,8 @@ async function main() {
 
   // The bridge job (bridge-job.js) starts its own processes: Mosquitto brokers and a signalbox child.
   const bridge = options.phases.includes('bridge') ? await runBridge(options, meta) : undefined;
+  // The auth phase (auth-connect.js) starts its own signalbox children, with and without the credential cache.
+  const auth = options.phases.includes('auth') && options.brokers.includes('signalbox') ? { meta: { ...meta }, ...(await runAuth(options)) } : undefined;
 
   const outputs = [];
   if (jobs.has('broker')) {
@@ -162,6 +165,11 @@ async function main() {
   if (bridge) {
     printBridge(bridge);
     outputs.push(['bridge', bridge]);
+  }
+
+  if (auth) {
+    printAuth(auth);
+    outputs.push(['auth', auth]);
   }
 
   if (outputs.length === 0) {
@@ -204,6 +212,7 @@ async function main() {
   const phaseSets = [...Object.values(broker.brokers), broker.ceiling, ...Object.values(rules.contenders)];
   if (phaseSets.some((phases) => Object.values(phases).some((r) => r.error))) process.exitCode = 1;
   if (bridge && bridgeFailed(bridge)) process.exitCode = 1;
+  if (auth && authFailed(auth)) process.exitCode = 1;
 }
 
 main().catch((err) => {

@@ -131,6 +131,8 @@ export class Authenticator {
     return this.throttle
       .run(origin.address, async () => {
         if (!alive()) return undefined;
+        // A check queued behind another login of the same user may find it verified by now.
+        if (entry && text !== undefined && this.cached(username!, entry.hashText, text)) return true;
         // Unknown users and missing passwords cost one scrypt too: the timing does not tell them apart.
         const ok = await verifyPassword(text ?? '', entry?.hash ?? this.decoy);
         if (ok && entry && text !== undefined) this.remember(username!, entry.hashText, text);
