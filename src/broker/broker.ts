@@ -1,7 +1,7 @@
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import { systemClock, type Clock } from '../clock.js';
-import type { BrokerConfig, ListenerConfig } from '../config/broker.js';
+import type { AclRule, BrokerConfig, ListenerConfig } from '../config/broker.js';
 import { parseSharedFilter, validateTopicName } from '../topics/validate.js';
 import { AccessControl } from './acl.js';
 import { anonymousAllowed, Authenticator, insecureListeners, InsecureListenerError, isLoopback } from './auth.js';
@@ -67,8 +67,11 @@ export interface Broker {
   readonly stats: Readonly<BrokerStats>;
   /** Number of open client connections. */
   readonly connectionCount: number;
-  /** Replaces the users (a reloaded users file); connected clients stay connected. */
-  setUsers(users: UserTable | undefined): void;
+  /**
+   * Applies a reloaded users file and ACL: new logins use the users at once, and every
+   * session's next delivery is checked against the new ACL. Connected clients stay connected.
+   */
+  setAccess(users: UserTable | undefined, acl: readonly AclRule[] | undefined): void;
 }
 
 /** The built-in listener types. TLS and WebSocket join this table. */
@@ -158,7 +161,7 @@ export function createBroker(config: BrokerConfig, deps: BrokerDeps): Broker {
     }, Math.min(Math.max(remaining, 0), 0x7fff_ffff));
   }
 
-  const ctx: BrokerContext & { closing: boolean } = {
+  const ctx: BrokerContext & { closing: boolean; acl: AccessControl | undefined } = {
     config,
     log,
     clock,
@@ -303,8 +306,10 @@ export function createBroker(config: BrokerConfig, deps: BrokerDeps): Broker {
       return ctx.connections.size;
     },
 
-    setUsers(users) {
+    setAccess(users, acl) {
       ctx.auth.setUsers(users);
+      ctx.acl = acl ? new AccessControl(acl) : undefined;
+      for (const session of ctx.sessions.values()) session.acl = ctx.acl?.forClient(session.username, session.clientId);
     },
 
     async listen() {

@@ -50,6 +50,11 @@ export interface Engine {
   close(): Promise<void>;
 }
 
+/** The broker settings a reload cannot apply, as text to compare (the users file and the ACL it can). */
+function restartSettings(broker: Config['broker']): string {
+  return JSON.stringify({ ...broker, acl: undefined, auth: { ...broker.auth, users: undefined } });
+}
+
 /**
  * Wires signalbox together: opens the database, builds the rule processor and the broker
  * with the processor as its publish hook. Nothing listens until `engine.broker.listen()`.
@@ -100,10 +105,10 @@ export function createEngine(config: Config, rules: readonly CompiledRule[], dep
     setRules: (next) => processor.setRules(next),
     async reload(project) {
       processor.setRules(project.compiled.rules);
-      // The users file is read again on every reload; new logins use it at once.
-      b.setUsers(project.config.users);
+      // The users file and the ACL apply at once; other broker settings need a restart.
+      b.setAccess(project.config.users, project.config.broker.acl);
       await outputs.reconcile(project.config.outputs);
-      if (JSON.stringify(project.config.broker) !== JSON.stringify(config.broker)) {
+      if (restartSettings(project.config.broker) !== restartSettings(config.broker)) {
         log.warn('broker settings changed: restart signalbox to apply them');
       }
     },

@@ -1,8 +1,13 @@
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import mqtt, { type MqttClient } from 'mqtt';
 import { afterEach, describe, expect, test } from 'vitest';
 import type { AclRule } from '../../src/config/broker.js';
 import { ConfigError } from '../../src/config/issues.js';
 import { loadProject } from '../../src/config/load.js';
+import { createEngine } from '../../src/engine/engine.js';
+import { silentLogger } from '../../src/log.js';
 import { createOutputRegistry } from '../../src/outputs/registry.js';
 import { writeUsers } from '../helpers/auth.js';
 import { writeProject } from '../helpers/engine.js';
@@ -219,6 +224,40 @@ describe('hostile names', () => {
     expect((await byId.connect({ clientId: long, username: 'u', password: Buffer.from('u-pw') })).reasonCode).toBe(0x85);
     const u = await login(b, 'u');
     expect((await u.subscribeAsync('sensors/u/#', { qos: 0 }))[0]!.qos).toBe(0);
+  });
+});
+
+describe('reload', () => {
+  test('a reloaded ACL applies to the next delivery of connected clients', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'signalbox-acl-reload-'));
+    cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+    await writeUsers(PASSWORDS, dir);
+    mkdirSync(path.join(dir, 'rules'));
+    const configFile = path.join(dir, 'signalbox.yaml');
+    const config = (readable: string) =>
+      `broker:\n  listeners: [{ type: mqtt, host: 127.0.0.1, port: 0 }]\n  auth: { users: users.yaml }\n  acl:\n    - { user: admin, allow: [ { publish: "#" } ] }\n    - { user: u, allow: [ { subscribe: "${readable}" } ] }\nstorage: { path: ':memory:' }\n`;
+    writeFileSync(configFile, config('#'));
+    const registry = createOutputRegistry();
+    const project = loadProject(configFile, { explicit: true, registry });
+    const engine = createEngine(project.config, project.compiled.rules, { log: silentLogger(), registry });
+    cleanups.push(() => engine.close());
+    const [address] = await engine.broker.listen();
+    const url = `mqtt://127.0.0.1:${address!.port}`;
+    const u = await connect(url, { username: 'u', password: 'u-pw' });
+    cleanups.push(() => u.endAsync(true));
+    await u.subscribeAsync('#', { qos: 1 });
+    const admin = await connect(url, { username: 'admin', password: 'admin-pw' });
+    cleanups.push(() => admin.endAsync(true));
+    const before = receiveUntil(u, 'secret/1');
+    await admin.publishAsync('secret/1', 'x', { qos: 1 });
+    await before;
+
+    writeFileSync(configFile, config('public/#'));
+    await engine.reload(loadProject(configFile, { explicit: true, registry }));
+    const after = receiveUntil(u, 'public/1');
+    await admin.publishAsync('secret/2', 'x', { qos: 1 });
+    await admin.publishAsync('public/1', 'x', { qos: 1 });
+    expect((await after).map((m) => m.topic)).toEqual(['public/1']);
   });
 });
 

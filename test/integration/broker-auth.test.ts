@@ -11,6 +11,8 @@ import { ConfigError, type ConfigIssue } from '../../src/config/issues.js';
 import { loadProject } from '../../src/config/load.js';
 import { loadUsersFile } from '../../src/broker/auth-users.js';
 import { createEngine } from '../../src/engine/engine.js';
+import { openDatabase } from '../../src/storage/database.js';
+import { MIGRATIONS } from '../../src/storage/migrations.js';
 import { silentLogger } from '../../src/log.js';
 import { createOutputRegistry } from '../../src/outputs/registry.js';
 import { capturingLogger, connectFrom, writeUsers } from '../helpers/auth.js';
@@ -259,6 +261,30 @@ describe('sessions belong to their user', () => {
     expect(connack.returnCode).toBe(0);
     expect(connack.sessionPresent).toBe(true);
     owner.destroy();
+  });
+});
+
+describe('sessions stored before owners were recorded', () => {
+  test('are discarded, not handed over, when a user connects with their client id', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'signalbox-legacy-'));
+    cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+    // A database as the previous schema left it, with one stored session and a queued message.
+    const old = openDatabase(path.join(dir, 'state.db'), { log: silentLogger(), durability: 'normal', migrations: MIGRATIONS.filter((m) => m.id <= 3) });
+    old.prepare('INSERT INTO sessions (client_id, expiry_s, disconnected_at) VALUES (?, ?, ?)').run('legacy', 3600, Date.now());
+    old.prepare('INSERT INTO subscriptions (client_id, filter, qos, no_local, retain_as_published, retain_handling, subscription_id) VALUES (?, ?, 1, 0, 0, 0, NULL)').run('legacy', 'old/#');
+    old.close();
+    await writeUsers({ alice: 'alice-pw' }, dir);
+    writeFileSync(path.join(dir, 'signalbox.yaml'), 'broker:\n  listeners: [{ type: mqtt, host: 127.0.0.1, port: 0 }]\n  auth: { users: users.yaml }\nstorage: { path: state.db }\n');
+    mkdirSync(path.join(dir, 'rules'));
+    const registry = createOutputRegistry();
+    const project = loadProject(path.join(dir, 'signalbox.yaml'), { explicit: true, registry });
+    const engine = createEngine(project.config, project.compiled.rules, { log: silentLogger(), registry });
+    cleanups.push(() => engine.close());
+    const [address] = await engine.broker.listen();
+    const raw = await openRaw(address!.port);
+    const connack = await raw.connect({ clientId: 'legacy', clean: false, username: 'alice', password: Buffer.from('alice-pw') });
+    expect(connack).toMatchObject({ returnCode: 0, sessionPresent: false });
+    raw.destroy();
   });
 });
 
