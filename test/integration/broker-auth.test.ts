@@ -56,9 +56,12 @@ describe('passwords', () => {
     expect(b.broker.stats.authFailures).toBe(2);
   });
 
-  test('MQTT.js sees the refusal as an error with the code', async () => {
+  test.each([
+    { protocolVersion: 5, code: 0x86 },
+    { protocolVersion: 4, code: 4 },
+  ] as const)('MQTT.js (protocol $protocolVersion) sees a wrong password as an error with code $code', async ({ protocolVersion, code }) => {
     const b = await brokerWithUsers();
-    await expect(connect(b.url, { protocolVersion: 5, username: 'alice', password: 'wrong' })).rejects.toMatchObject({ code: 0x86 });
+    await expect(connect(b.url, { protocolVersion, username: 'alice', password: 'wrong' })).rejects.toMatchObject({ code });
   });
 
   test('packets sent right after CONNECT wait for the password check and are handled in order', async () => {
