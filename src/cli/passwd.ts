@@ -120,9 +120,10 @@ async function promptTwice(io: PasswdIo): Promise<string> {
 
 function promptHidden(io: PasswdIo, prompt: string): Promise<string> {
   const { stdin, stderr } = io;
-  stderr.write(prompt);
+  // Echo goes off before the prompt shows, so nothing typed early is echoed.
   stdin.setRawMode!(true);
   stdin.resume();
+  stderr.write(prompt);
   return new Promise((resolve, reject) => {
     let text = '';
     const finish = (err?: Error): void => {

@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import mqtt from 'mqtt';
@@ -320,6 +320,29 @@ describe('signalbox passwd', () => {
     const b = await startBroker({ auth: { users: 'users.yaml' } }, { users });
     cleanups.push(() => b.close());
     (await connect(b.url, { username: 'carol', password: 'Tr0ub4dor&3' })).end();
+  });
+
+  test.skipIf(!existsSync('/usr/bin/script'))('on a terminal it prompts twice without echoing the password', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'signalbox-passwd-'));
+    cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+    // script(1) runs the command on a pseudo-terminal, so stdin is a TTY as for a user.
+    const child = spawn('/usr/bin/script', ['-qec', `"${process.execPath}" "${CLI}" passwd users.yaml tty-user`, '/dev/null'], { cwd: dir, stdio: ['pipe', 'pipe', 'pipe'], timeout: 15_000 });
+    let output = '';
+    const answered = new Set<string>();
+    child.stdout.on('data', (d: Buffer) => {
+      output += d.toString();
+      for (const prompt of ['Password: ', 'Repeat password: ']) {
+        if (output.includes(prompt) && !answered.has(prompt)) {
+          answered.add(prompt);
+          child.stdin.write('s3cret-tty\r');
+        }
+      }
+    });
+    const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+    expect(code).toBe(0);
+    expect([...answered]).toEqual(['Password: ', 'Repeat password: ']);
+    expect(output).not.toContain('s3cret-tty');
+    expect(readFileSync(path.join(dir, 'users.yaml'), 'utf8')).toMatch(/tty-user:\n\s+password: scrypt\$/);
   });
 
   test('changes one password, keeps the other users, and --delete removes a user', async () => {
