@@ -72,6 +72,7 @@ export function handleConnect(ctx: BrokerContext, conn: Connection, packet: ICon
   verdict.then(
     (v) => {
       if (conn.state === 'closed') return;
+      if (ctx.closing) return reject(ctx, conn, CONNACK_V3.serverUnavailable, RC.serverShuttingDown, 'shutting down');
       admit(ctx, conn, packet, checked, v);
       conn.release();
     },
@@ -168,6 +169,7 @@ function admit(
   }
 
   session.username = username;
+  session.ownerKnown = true;
   session.acl = acl;
   conn.clientId = clientId;
   conn.username = username;
