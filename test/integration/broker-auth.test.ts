@@ -190,7 +190,7 @@ describe('failed logins are slowed per IP', () => {
     });
     expect((await good.connack)?.returnCode).toBe(0);
     const tookMs = Date.now() - started;
-    expect(tookMs).toBeLessThan(1000);
+    expect(tookMs).toBeLessThan(2000);
     // Delays of 100, 200, 400, 800 ms … before each refusal: only a handful can be answered yet.
     const first = await attempts[0]!.connack;
     expect(first?.returnCode).toBe(4);
