@@ -45,7 +45,14 @@ export function invalidUsername(name: string): string | undefined {
  */
 export function loadUsersFile(file: string, issues: ConfigIssue[]): UserTable | undefined {
   const before = issues.length;
-  const source = YamlSource.read(file, issues);
+  let source: YamlSource | undefined;
+  try {
+    source = YamlSource.read(file, issues);
+  } catch (err) {
+    // Present but unreadable: a folder, no permission, an I/O error.
+    issues.push({ file, line: 1, col: 1, code: 'SB_AUTH_USERS', message: `cannot read the users file: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}` });
+    return undefined;
+  }
   if (!source) return undefined;
   const data = source.toData(issues) as unknown;
   if (data === undefined) return undefined;

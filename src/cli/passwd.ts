@@ -34,7 +34,12 @@ export async function passwdCommand(options: PasswdOptions, io: PasswdIo): Promi
   };
   const bad = invalidUsername(options.user);
   if (bad) return fail(bad, 2);
-  const users = readUsers(options.file, io);
+  let users: Record<string, unknown> | undefined;
+  try {
+    users = readUsers(options.file, io);
+  } catch (err) {
+    return fail(`cannot read ${options.file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
   if (!users) return 1;
   if (options.delete) {
     if (!(options.user in users)) return fail(`no user "${options.user}" in ${options.file}`);
@@ -49,7 +54,11 @@ export async function passwdCommand(options: PasswdOptions, io: PasswdIo): Promi
     if (password.length === 0) return fail('the password must not be empty');
     users[options.user] = { password: await hashPassword(password) };
   }
-  writeAtomically(options.file, stringify({ users }));
+  try {
+    writeAtomically(options.file, stringify({ users }));
+  } catch (err) {
+    return fail(`cannot write ${options.file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
   io.stderr.write(options.delete ? `passwd: removed "${options.user}" from ${options.file}\n` : `passwd: set the password of "${options.user}" in ${options.file}\n`);
   return 0;
 }

@@ -375,6 +375,9 @@ describe('signalbox passwd', () => {
     expect(wrong.code).toBe(1);
     expect(wrong.stderr).toContain('SB_AUTH_USERS');
     expect(readFileSync(path.join(dir, 'other.yaml'), 'utf8')).toBe('- not\n- users\n');
+    mkdirSync(path.join(dir, 'folder.yaml'));
+    expect(await passwd(['folder.yaml', 'x'], 'pw\n', dir)).toMatchObject({ code: 1, stderr: expect.stringContaining('cannot read folder.yaml: EISDIR') });
+    expect(await passwd(['missing/users.yaml', 'x'], 'pw\n', dir)).toMatchObject({ code: 1, stderr: expect.stringContaining('cannot write missing/users.yaml: ENOENT') });
   });
 });
 
@@ -382,7 +385,8 @@ describe('users file errors', () => {
   function problems(usersYaml: string): ConfigIssue[] {
     const { dir, configFile, cleanup } = writeProject({ config: 'broker:\n  listeners: [{ type: mqtt, host: 127.0.0.1, port: 0 }]\n  auth: { users: users.yaml }\n' });
     cleanups.push(cleanup);
-    if (usersYaml) writeFileSync(path.join(dir, 'users.yaml'), usersYaml);
+    if (usersYaml === 'a folder') mkdirSync(path.join(dir, 'users.yaml'));
+    else if (usersYaml) writeFileSync(path.join(dir, 'users.yaml'), usersYaml);
     try {
       loadProject(configFile, { explicit: true, registry: createOutputRegistry() });
     } catch (err) {
@@ -394,6 +398,7 @@ describe('users file errors', () => {
 
   test.each([
     { name: 'a missing file', yaml: '', code: 'SB_CONFIG_NOT_FOUND', line: 1, text: 'file not found' },
+    { name: 'an unreadable file', yaml: 'a folder', code: 'SB_AUTH_USERS', line: 1, text: 'cannot read the users file: EISDIR' },
     { name: 'bad YAML', yaml: 'users: { a: [\n', code: 'SB_CONFIG_YAML', line: 2, text: '' },
     { name: 'a plain-text password', yaml: 'users:\n  alice:\n    password: hunter2\n', code: 'SB_AUTH_USERS', line: 3, text: 'looks like plain text' },
     { name: 'a bad hash', yaml: 'users:\n  alice:\n    password: scrypt$3$8$1$AAAAAAAAAAA=$AAAAAAAAAAAAAAAAAAAAAA==\n', code: 'SB_AUTH_USERS', line: 3, text: 'not a power of two' },
