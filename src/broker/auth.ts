@@ -141,7 +141,8 @@ export class Authenticator {
       .then((ok): AuthVerdict => {
         if (ok) return { ok: true, username };
         if (ok === undefined) return { ok: false, refusal: 'bad-credentials', reason: 'the client left before its check' };
-        this.deps.log.info({ remote: origin.remote, username, failures: Math.round(this.throttle.failures(origin.address)) }, 'login failed');
+        // The name is the client's input: bounded in the log.
+        this.deps.log.info({ remote: origin.remote, username: username?.slice(0, 256), failures: Math.round(this.throttle.failures(origin.address)) }, 'login failed');
         return { ok: false, refusal: 'bad-credentials', reason: 'bad user name or password' };
       });
   }
