@@ -6,13 +6,14 @@ export const PHASE_GROUPS = {
   rules: ['rules-throughput', 'rules-scale', 'rules-history', 'rules-puback'],
   bridge: ['bridge'],
   tls: ['tls'],
+  auth: ['auth'],
 };
 const ALL_PHASES = Object.values(PHASE_GROUPS).flat();
 
 /** Every knob, its environment variable, default and meaning (printed by `node bench/run.js --help`). */
 export const OPTIONS = [
   ['brokers', 'BENCH_BROKERS', 'aedes,signalbox', 'brokers to measure, comma-separated (aedes, signalbox; in the rules job aedes is the Aedes + JSONata peer)'],
-  ['phases', 'BENCH_PHASES', 'broker,rules,bridge,tls', `phases to run, comma-separated: ${Object.keys(PHASE_GROUPS).map((g) => `${g} (= ${PHASE_GROUPS[g].join(', ')})`).join(', ')}, or single phases`],
+  ['phases', 'BENCH_PHASES', 'broker,rules,bridge,tls,auth', `phases to run, comma-separated: ${Object.keys(PHASE_GROUPS).map((g) => `${g} (= ${PHASE_GROUPS[g].join(', ')})`).join(', ')}, or single phases`],
   ['ceiling', 'BENCH_CEILING', 1, '1 = also run the throughput load against the null broker (load generator ceiling)'],
   ['publishers', 'BENCH_PUBLISHERS', 4, 'publishing connections, each on its own topic'],
   ['qos0Messages', 'BENCH_QOS0_MESSAGES', 100_000, 'messages in the QoS 0 throughput run'],
@@ -28,6 +29,7 @@ export const OPTIONS = [
   ['idleConnections', 'BENCH_IDLE_CONNECTIONS', 10_000, 'idle phase: connections to open'],
   ['idleConcurrency', 'BENCH_IDLE_CONCURRENCY', 100, 'idle phase: CONNECTs in flight at once'],
   ['idleKeepaliveS', 'BENCH_IDLE_KEEPALIVE_S', 600, 'idle phase: keepalive the clients ask for, seconds'],
+  ['authUncachedConnections', 'BENCH_AUTH_UNCACHED_CONNECTIONS', 300, 'auth phase: authenticated connections opened with the credential cache off (one scrypt each); the cached run opens BENCH_IDLE_CONNECTIONS'],
   ['phaseTimeoutMs', 'BENCH_PHASE_TIMEOUT_MS', 40_000, 'a phase against one broker fails after this long (rules job: also the longest a broker may take to start)'],
   ['rulesQos0Messages', 'BENCH_RULES_QOS0_MESSAGES', 20_000, 'rules job: messages per measured QoS 0 round'],
   ['rulesQos1Messages', 'BENCH_RULES_QOS1_MESSAGES', 20_000, 'rules job: messages per measured QoS 1 round'],

@@ -14,6 +14,7 @@ import { OPTIONS, readOptions } from './options.js';
 import { buildRows, formatNotes, formatTable } from './report.js';
 import { planRules, rulesSettings } from './rules-job.js';
 import { runBridge } from './bridge-job.js';
+import { authFailed, printAuth, runAuth } from './auth-connect.js';
 import { bridgeFailed, printBridge } from './bridge-report.js';
 import { printTls, runTls, tlsFailed } from './tls-job.js';
 import { buildRulesRows, formatRulesNotes, formatRulesTable } from './rules-report.js';
@@ -140,6 +141,8 @@ async function main() {
   const bridge = options.phases.includes('bridge') ? await runBridge(options, meta) : undefined;
   // The tls job (tls-job.js): signalbox over mqtts vs mqtt, each in its own child.
   const tls = options.phases.includes('tls') ? await runTls(options, meta) : undefined;
+  // The auth phase (auth-connect.js) starts its own signalbox children, with and without the credential cache.
+  const auth = options.phases.includes('auth') && options.brokers.includes('signalbox') ? { meta: { ...meta }, ...(await runAuth(options)) } : undefined;
 
   const outputs = [];
   if (jobs.has('broker')) {
@@ -169,6 +172,11 @@ async function main() {
   if (tls) {
     printTls(tls);
     outputs.push(['tls', tls]);
+  }
+
+  if (auth) {
+    printAuth(auth);
+    outputs.push(['auth', auth]);
   }
 
   if (outputs.length === 0) {
@@ -212,6 +220,7 @@ async function main() {
   if (phaseSets.some((phases) => Object.values(phases).some((r) => r.error))) process.exitCode = 1;
   if (bridge && bridgeFailed(bridge)) process.exitCode = 1;
   if (tls && tlsFailed(tls)) process.exitCode = 1;
+  if (auth && authFailed(auth)) process.exitCode = 1;
 }
 
 main().catch((err) => {

@@ -16,6 +16,7 @@ const servers = {
   null: () => import('./null.js'),
   'aedes-rules': () => import('./aedes-rules.js'),
   'signalbox-rules': () => import('./signalbox-rules.js'),
+  'signalbox-auth': () => import('../auth-server.js'),
 };
 
 function send(message) {

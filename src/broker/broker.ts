@@ -1,8 +1,12 @@
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import { systemClock, type Clock } from '../clock.js';
-import type { BrokerConfig, ListenerConfig } from '../config/broker.js';
+import type { AclRule, BrokerConfig, ListenerConfig } from '../config/broker.js';
 import { parseSharedFilter, validateTopicName } from '../topics/validate.js';
+import { AccessControl } from './acl.js';
+import { anonymousAllowed, Authenticator, insecureListeners, InsecureListenerError, isLoopback } from './auth.js';
+import type { ThrottleOptions } from './auth-throttle.js';
+import type { UserTable } from './auth-users.js';
 import { Connection } from './connection.js';
 import type { BrokerContext, BrokerStats } from './context.js';
 import type { BoundAddress, Listener, ListenerContext, ListenerFactory, StreamOrigin } from './listeners/listener.js';
@@ -26,6 +30,10 @@ export interface BrokerDeps {
   listenerTypes?: Record<string, ListenerFactory>;
   /** Durable retained messages and persistent sessions; without it they live in memory only. */
   persistence?: BrokerPersistence;
+  /** The users of `auth.users`, loaded by the config loader; undefined = no users file. */
+  users?: UserTable;
+  /** Failed-login throttling; defaults to DEFAULT_THROTTLE. */
+  loginThrottle?: ThrottleOptions;
 }
 
 export type ListenAddress = BoundAddress;
@@ -62,6 +70,11 @@ export interface Broker {
   readonly stats: Readonly<BrokerStats>;
   /** Number of open client connections. */
   readonly connectionCount: number;
+  /**
+   * Applies a reloaded users file and ACL: new logins use the users at once, and every
+   * session's next delivery is checked against the new ACL. Connected clients stay connected.
+   */
+  setAccess(users: UserTable | undefined, acl: readonly AclRule[] | undefined): void;
 }
 
 /** The built-in listener types, by their `type` in the config. */
@@ -100,11 +113,17 @@ export function createBroker(config: BrokerConfig, deps: BrokerDeps): Broker {
     publishHookErrors: 0,
     tlsHandshakeFailures: 0,
     websocketUpgradesRefused: 0,
+    authFailures: 0,
+    publishDenied: 0,
+    subscribeDenied: 0,
+    deliveriesDenied: 0,
   };
 
   const sessionEvents = {
-    dropped(session: Session, reason: 'queue-full' | 'expired' | 'too-large', delivery: Delivery) {
-      if (reason === 'queue-full') {
+    dropped(session: Session, reason: 'queue-full' | 'expired' | 'too-large' | 'denied', delivery: Delivery) {
+      if (reason === 'denied') {
+        stats.deliveriesDenied++;
+      } else if (reason === 'queue-full') {
         stats.droppedQueueFull++;
         log.warn({ clientId: session.clientId, topic: delivery.message.topic, maxQueued: config.limits.maxQueued }, 'queue full: dropped the oldest queued message');
       } else if (reason === 'expired') {
@@ -155,7 +174,7 @@ export function createBroker(config: BrokerConfig, deps: BrokerDeps): Broker {
     }, Math.min(Math.max(remaining, 0), 0x7fff_ffff));
   }
 
-  const ctx: BrokerContext & { closing: boolean } = {
+  const ctx: BrokerContext & { closing: boolean; acl: AccessControl | undefined } = {
     config,
     log,
     clock,
@@ -165,6 +184,8 @@ export function createBroker(config: BrokerConfig, deps: BrokerDeps): Broker {
     retained: new RetainedStore(),
     persistence,
     stats,
+    auth: new Authenticator(config.auth, deps.users, { clock, log, throttle: deps.loginThrottle }),
+    acl: config.acl ? new AccessControl(config.acl) : undefined,
     closing: false,
 
     accept(message, publisher) {
@@ -225,7 +246,7 @@ export function createBroker(config: BrokerConfig, deps: BrokerDeps): Broker {
       const now = clock.now();
       if (!conn.takenOver && session.stored) {
         // The expiry interval may have changed at DISCONNECT; 0 ends the session below.
-        if (session.expiryS > 0) persistence!.saveSession(session.clientId, session.expiryS, now);
+        if (session.expiryS > 0) persistence!.saveSession(session.clientId, session.expiryS, now, session.username);
       }
       if (conn.will && !conn.discardWill) {
         if (conn.willDelayS > 0 && session.expiryS > 0) scheduleWill(session, conn.will, publisher, now + conn.willDelayS * 1000);
@@ -259,6 +280,9 @@ export function createBroker(config: BrokerConfig, deps: BrokerDeps): Broker {
   /** Brings one stored session back (the caller ends it when it had expired). */
   function restoreSession(stored: StoredSession, now: number): { session: Session; since: number } {
     const session = ctx.createSession(stored.clientId);
+    session.username = stored.username;
+    session.ownerKnown = stored.ownerKnown;
+    session.acl = ctx.acl?.forClient(stored.username, stored.clientId);
     session.expiryS = stored.expiryS;
     session.stored = true;
     // A session that was connected when signalbox stopped starts its expiry now.
@@ -273,7 +297,7 @@ export function createBroker(config: BrokerConfig, deps: BrokerDeps): Broker {
     session.restore(stored.deliveries, stored.inboundQos2);
     if (stored.will) scheduleWill(session, stored.will.message, stored.will.publisher, stored.will.publishAt);
     if (since + stored.expiryS * 1000 > now) {
-      if (stored.disconnectedAt === undefined) persistence!.saveSession(stored.clientId, stored.expiryS, now);
+      if (stored.disconnectedAt === undefined) persistence!.saveSession(stored.clientId, stored.expiryS, now, stored.username);
       scheduleExpiry(session, since);
     }
     return { session, since };
@@ -295,7 +319,23 @@ export function createBroker(config: BrokerConfig, deps: BrokerDeps): Broker {
       return ctx.connections.size;
     },
 
+    setAccess(users, acl) {
+      ctx.auth.setUsers(users);
+      ctx.acl = acl ? new AccessControl(acl) : undefined;
+      for (const session of ctx.sessions.values()) session.acl = ctx.acl?.forClient(session.username, session.clientId);
+    },
+
     async listen() {
+      // Secure by default: a listener reachable from the network needs authentication.
+      const insecure = insecureListeners(config);
+      if (insecure.length > 0) {
+        throw new InsecureListenerError(`${insecure.map((i) => `broker.listeners[${i.index}]: ${i.message}`).join('; ')}; configure broker.auth.users, or set anonymous: true on it`);
+      }
+      for (const lc of config.listeners as ListenerConfig[]) {
+        if (!isLoopback(lc.host) && anonymousAllowed(lc, config.auth)) {
+          log.warn({ type: lc.type, host: lc.host }, 'anonymous clients may connect to this listener from the network');
+        }
+      }
       const bound: BoundAddress[] = [];
       const listenerContext: ListenerContext = { log, stats, maxPacketSize: config.limits.maxPacketSize, handshakeTimeoutMs: config.connectTimeoutMs };
       for (const lc of config.listeners as ListenerConfig[]) {

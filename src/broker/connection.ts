@@ -31,6 +31,9 @@ class PacketError extends Error {
   }
 }
 
+/** Packets held at most while CONNECT's credentials are checked; more closes the connection. */
+const MAX_HELD_PACKETS = 64;
+
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
 /** First byte of each acknowledgement packet (PUBREL has the reserved flags 0b0010). */
@@ -103,6 +106,8 @@ export class Connection implements Sender {
   /** Inbound QoS 2 packet ids whose PUBREC is still waiting for the publish hook. */
   readonly pendingQos2 = new Set<number>();
   keepaliveMs = 0;
+  /** Packets that arrived while CONNECT awaits its credential check; replayed once it is done. */
+  private held: Packet[] | undefined;
   private lastSeen: number;
   private keepaliveTimer: TimerHandle | undefined;
   private connectTimer: TimerHandle | undefined;
@@ -189,8 +194,26 @@ export class Connection implements Sender {
     return (this.state as Connection['state']) !== 'closed';
   };
 
+  /** CONNECT is waiting for its credential check: hold what the client sends meanwhile. */
+  hold(): void {
+    this.held = [];
+  }
+
+  /** The credential check is done: handles the held packets, in order. */
+  release(): void {
+    const held = this.held ?? [];
+    this.held = undefined;
+    for (const packet of held) this.onPacket(packet);
+  }
+
   private readonly onPacket = (packet: Packet): void => {
     if (this.state === 'closed') return;
+    if (this.held !== undefined) {
+      // Bounded: a client may pipeline a few packets after CONNECT, not flood it.
+      if (this.held.length >= MAX_HELD_PACKETS) return this.destroy();
+      this.held.push(packet);
+      return;
+    }
     try {
       dispatch(this.ctx, this, packet);
     } catch (err) {

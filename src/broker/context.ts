@@ -1,5 +1,7 @@
 import type { Logger } from 'pino';
 import type { Clock } from '../clock.js';
+import type { AccessControl } from './acl.js';
+import type { Authenticator } from './auth.js';
 import type { BrokerConfig } from '../config/broker.js';
 import type { Connection } from './connection.js';
 import type { ListenerStats } from './listeners/listener.js';
@@ -20,6 +22,14 @@ export interface BrokerStats extends ListenerStats {
   droppedExpired: number;
   droppedTooLarge: number;
   publishHookErrors: number;
+  /** CONNECTs refused for credentials, anonymous access, a will topic or a foreign session. */
+  authFailures: number;
+  /** PUBLISHes the ACL refused (dropped, or MQTT 5 reason 0x87). */
+  publishDenied: number;
+  /** SUBSCRIBE filters the ACL refused. */
+  subscribeDenied: number;
+  /** Deliveries not sent because the receiving client may not read the topic. */
+  deliveriesDenied: number;
 }
 
 /**
@@ -37,6 +47,10 @@ export interface BrokerContext {
   /** Durable storage of retained messages and persistent sessions; undefined = memory only. */
   readonly persistence: BrokerPersistence | undefined;
   readonly stats: BrokerStats;
+  /** Checks CONNECT credentials. */
+  readonly auth: Authenticator;
+  /** The configured ACL; undefined when none is (everything allowed). */
+  readonly acl: AccessControl | undefined;
   /** True once close() began: new connections are refused. */
   readonly closing: boolean;
   /**

@@ -23,6 +23,10 @@ export interface StoredDelivery extends Delivery {
 export interface StoredSession {
   clientId: string;
   expiryS: number;
+  /** The user who owns it; undefined for an anonymous client. */
+  username: string | undefined;
+  /** False for a session stored before owners were recorded (its `username` means nothing). */
+  ownerKnown: boolean;
   /** When its connection ended (ms); undefined when it was connected when signalbox stopped. */
   disconnectedAt: number | undefined;
   subscriptions: StoredSubscription[];
@@ -46,8 +50,8 @@ export interface BrokerPersistence {
   load(): { retained: Message[]; sessions: StoredSession[] };
   /** Stores or replaces a topic's retained message; an empty payload deletes it. */
   setRetained(message: Message): void;
-  /** Creates or updates a session row; `disconnectedAt` undefined while connected. */
-  saveSession(clientId: string, expiryS: number, disconnectedAt: number | undefined): void;
+  /** Creates or updates a session row; `disconnectedAt` undefined while connected; `username` is its owner (undefined: anonymous). */
+  saveSession(clientId: string, expiryS: number, disconnectedAt: number | undefined, username: string | undefined): void;
   /** Deletes a session and everything it owns. */
   deleteSession(clientId: string): void;
   saveSubscription(clientId: string, sub: StoredSubscription): void;

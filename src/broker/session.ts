@@ -1,4 +1,5 @@
 import type { TimerHandle } from '../clock.js';
+import type { ClientAcl } from './acl.js';
 import type { BrokerPersistence, StoredDelivery } from './persistence.js';
 import type { Message, PublisherInfo, QoS } from './types.js';
 
@@ -53,7 +54,7 @@ export interface Sender {
 
 /** What the session reports to the broker, for counters and logs. */
 export interface SessionEvents {
-  dropped(session: Session, reason: 'queue-full' | 'expired' | 'too-large', delivery: Delivery): void;
+  dropped(session: Session, reason: 'queue-full' | 'expired' | 'too-large' | 'denied', delivery: Delivery): void;
 }
 
 /**
@@ -83,6 +84,12 @@ export class Session {
   pendingWill: { message: Message; publisher: PublisherInfo; timer: TimerHandle; publishAt: number } | undefined;
   /** Fires when an offline session's expiry interval has passed. */
   expiryTimer: TimerHandle | undefined;
+  /** The user who owns the session (undefined: anonymous); only they may resume or take it over. */
+  username: string | undefined;
+  /** False for a restored session stored before owners were recorded. */
+  ownerKnown = true;
+  /** What the owner may read; undefined when no ACL is configured (everything is readable). */
+  acl: ClientAcl | undefined;
   /** Scratch fields used by the router while it dedupes one message's matches (see SubscriptionIndex). */
   routeGen = 0;
   routeQos: QoS = 0;
@@ -113,6 +120,13 @@ export class Session {
    * room, queued otherwise (QoS 1/2 only), dropped when it expired.
    */
   deliver(delivery: Delivery): void {
+    // Hot path: without ACLs this is one branch. Live, retained and queued deliveries all
+    // pass here, so a wildcard subscription never receives a topic its owner may not read.
+    const acl = this.acl;
+    if (acl !== undefined && !acl.canRead(delivery.message.topic)) {
+      this.events.dropped(this, 'denied', delivery);
+      return;
+    }
     const sender = this.sender;
     if (delivery.qos === 0) {
       // QoS 0 is never queued for an offline client (as Mosquitto's default).
@@ -199,6 +213,7 @@ export class Session {
    */
   attach(sender: Sender): void {
     this.sender = sender;
+    if (this.acl !== undefined) this.dropUnreadable(this.acl);
     for (const entry of this.inflight.values()) {
       if (entry.state === 'pubrel') sender.sendPubrel(entry.packetId);
       else if (!sender.sendPublish(entry, entry.packetId, true)) {
@@ -207,6 +222,31 @@ export class Session {
       }
     }
     this.pump();
+  }
+
+  /**
+   * Drops what this session owes but its owner may no longer read: messages queued or
+   * restored under other rules (a reload, a restart) are checked again before they go out.
+   */
+  private dropUnreadable(acl: ClientAcl): void {
+    for (const entry of this.inflight.values()) {
+      if (entry.state === 'publish' && !acl.canRead(entry.message.topic)) {
+        this.inflight.delete(entry.packetId);
+        this.forget(entry);
+        this.events.dropped(this, 'denied', entry);
+      }
+    }
+    const kept: Owed[] = [];
+    for (let i = this.queueHead; i < this.queue.length; i++) {
+      const owed = this.queue[i]!;
+      if (acl.canRead(owed.message.topic)) kept.push(owed);
+      else {
+        this.forget(owed);
+        this.events.dropped(this, 'denied', owed);
+      }
+    }
+    this.queue = kept;
+    this.queueHead = 0;
   }
 
   detach(): void {

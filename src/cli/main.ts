@@ -7,6 +7,7 @@ import { createLogger } from '../log.js';
 import { checkCommand } from './check.js';
 import { deadLettersCommand } from './dead-letters.js';
 import { historyCommand } from './history.js';
+import { passwdCommand } from './passwd.js';
 import { runCommand } from './run.js';
 import { statusCommand } from './status.js';
 import { testCommand } from './test.js';
@@ -166,6 +167,16 @@ async function main(argv: string[]): Promise<number> {
         return;
       }
       exitCode = deadLettersCommand({ dbPath, action, ids: ids.map(Number), rule: opts.rule, all: opts.all, limit: opts.limit, json: opts.json }, process.stdout);
+    });
+
+  program
+    .command('passwd')
+    .description('add a user to a users file or change their password (prompted, or read from stdin); only a scrypt hash is stored')
+    .argument('<file>', 'users file (created with mode 0600 when missing)')
+    .argument('<user>', 'username')
+    .option('--delete', 'remove the user instead')
+    .action(async (file: string, user: string, opts: { delete?: boolean }) => {
+      exitCode = await passwdCommand({ file, user, delete: opts.delete }, { stdin: process.stdin, stderr: process.stderr });
     });
 
   try {

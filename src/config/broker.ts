@@ -174,6 +174,47 @@ export const limitsSchema = z
   })
   .strict();
 
+/** Verified passwords remembered per process so a reconnect skips scrypt; see README "Authentication and ACLs". */
+export const DEFAULT_CREDENTIAL_CACHE = 1000;
+
+export const authSchema = z
+  .object({
+    users: z
+      .string().min(1)
+      .optional()
+      .describe('Users file (YAML, scrypt password hashes, written by `signalbox passwd`), relative to the config file. Default none.'),
+    anonymous: z
+      .boolean()
+      .optional()
+      .describe('Whether clients may connect without credentials; a listener\'s own `anonymous` overrides it. Default: only on loopback listeners, and only without a users file.'),
+    credentialCache: z
+      .number().int().min(0).max(1_000_000)
+      .default(DEFAULT_CREDENTIAL_CACHE)
+      .describe(`Verified username/password pairs kept in memory (as keyed HMACs) so a reconnect skips scrypt; 0 turns it off. Default ${DEFAULT_CREDENTIAL_CACHE}.`),
+  })
+  .strict();
+
+const aclFilter = z.string().min(1).max(65_535);
+/** One item of an ACL rule: the topic filters it covers for publishing and/or reading. */
+export const aclItemSchema = z
+  .object({
+    publish: aclFilter.optional().describe('Topic filter (with %u and %c) the client may (allow) or may not (deny) publish to.'),
+    subscribe: aclFilter.optional().describe('Topic filter (with %u and %c) the client may (allow) or may not (deny) subscribe to and receive.'),
+  })
+  .strict()
+  .refine((i) => i.publish !== undefined || i.subscribe !== undefined, { message: 'an ACL item needs `publish:` or `subscribe:` (or both)' });
+
+/** One ACL rule: whom it applies to, and the filters it allows or denies. */
+export const aclRuleSchema = z
+  .object({
+    user: z.string().optional().describe('The authenticated username it applies to, or "*" for any authenticated user. Default: every client, anonymous ones included.'),
+    clientId: z.string().optional().describe('The client id it applies to; a trailing "*" matches any id with that prefix. Default: any.'),
+    allow: z.array(aclItemSchema).optional().describe('Filters this rule allows.'),
+    deny: z.array(aclItemSchema).optional().describe('Filters this rule denies.'),
+  })
+  .strict()
+  .refine((r) => (r.allow === undefined) !== (r.deny === undefined), { message: 'an ACL rule has exactly one of `allow:` or `deny:`' });
+
 export const brokerSchema = z
   .object({
     listeners: z
@@ -190,6 +231,11 @@ export const brokerSchema = z
       .number().int().min(1)
       .default(DEFAULT_CONNECT_TIMEOUT_MS)
       .describe(`A new connection must send CONNECT within this many milliseconds. Default ${DEFAULT_CONNECT_TIMEOUT_MS}.`),
+    auth: authSchema.default(() => authSchema.parse({})).describe('Who may connect. Default: no users file; anonymous on loopback listeners only.'),
+    acl: z
+      .array(aclRuleSchema)
+      .optional()
+      .describe('Ordered allow/deny rules for publishing and receiving; the first matching item decides, and anything unmatched is denied. Default: none (every client may publish and subscribe to anything).'),
   })
   .strict();
 
@@ -201,6 +247,8 @@ export type ListenerConfig = z.output<typeof listenerSchema>;
 /** A listener that speaks TLS (`mqtts`, `wss`). */
 export type TlsListenerConfig = Extract<ListenerConfig, { type: 'mqtts' | 'wss' }>;
 export type Limits = z.output<typeof limitsSchema>;
+export type AuthConfig = z.output<typeof authSchema>;
+export type AclRule = z.output<typeof aclRuleSchema>;
 
 /** Validates a `broker:` section (throws zod's error; the config loader reports it with positions). */
 export function parseBrokerConfig(input: unknown): BrokerConfig {

@@ -1,5 +1,7 @@
 import { existsSync, readdirSync } from 'node:fs';
 import path from 'node:path';
+import { checkAuthConfig } from '../broker/auth-config.js';
+import type { UserTable } from '../broker/auth-users.js';
 import type { NamedOutput } from '../engine/outputs.js';
 import { outboxSchema, type ConnectorRegistry } from '../outputs/connector.js';
 import { createConnectorRegistry } from '../outputs/connectors.js';
@@ -24,6 +26,8 @@ export interface Config extends Omit<ConfigFile, 'outputs'> {
   readonly rulesDir: string;
   /** Expression guardrails from `engine:`. */
   readonly limits: ExpressionLimits;
+  /** The users of `broker.auth.users` (read at load and at every reload); undefined without one. */
+  readonly users: UserTable | undefined;
 }
 
 export interface Project {
@@ -98,11 +102,14 @@ export function loadConfigFile(configFile: string, options: Pick<LoadOptions, 'e
   const base = source ? path.dirname(path.resolve(configFile)) : process.cwd();
   const listeners = parsed.broker.listeners.map((l) => resolveListenerPaths(l, base));
   if (source && !checkListenerFiles(source, listeners, issues)) return undefined;
+  const users = source ? checkAuthConfig(source, parsed.broker, base, issues) : undefined;
+  if (users === false) return undefined;
   return {
     ...parsed,
     broker: { ...parsed.broker, listeners },
     outputs,
     storage: { ...parsed.storage, path: parsed.storage.path === ':memory:' ? ':memory:' : path.resolve(base, parsed.storage.path) },
+    users,
     file: source ? file : undefined,
     rulesDir: path.resolve(base, parsed.rules),
     limits: {

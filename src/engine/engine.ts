@@ -50,6 +50,11 @@ export interface Engine {
   close(): Promise<void>;
 }
 
+/** The broker settings a reload cannot apply, as text to compare (the users file and the ACL it can). */
+function restartSettings(broker: Config['broker']): string {
+  return JSON.stringify({ ...broker, acl: undefined, auth: { ...broker.auth, users: undefined } });
+}
+
 /**
  * Wires signalbox together: opens the database, builds the rule processor and the broker
  * with the processor as its publish hook. Nothing listens until `engine.broker.listen()`.
@@ -84,7 +89,7 @@ export function createEngine(config: Config, rules: readonly CompiledRule[], dep
     log,
     publish: (input) => broker!.publish(input),
   });
-  broker = createBroker(config.broker, { log, clock, onPublish: processor.onPublish, persistence });
+  broker = createBroker(config.broker, { log, clock, onPublish: processor.onPublish, persistence, users: config.users });
   history.startRetention(config.history.retention, RETENTION_INTERVAL_MS);
   outputs.start();
   const redriver = new Redriver({ deadLetters, processor, outputs, clock, log });
@@ -100,8 +105,10 @@ export function createEngine(config: Config, rules: readonly CompiledRule[], dep
     setRules: (next) => processor.setRules(next),
     async reload(project) {
       processor.setRules(project.compiled.rules);
+      // The users file and the ACL apply at once; other broker settings need a restart.
+      b.setAccess(project.config.users, project.config.broker.acl);
       await outputs.reconcile(project.config.outputs);
-      if (JSON.stringify(project.config.broker) !== JSON.stringify(config.broker)) {
+      if (restartSettings(project.config.broker) !== restartSettings(config.broker)) {
         log.warn('broker settings changed: restart signalbox to apply them');
       }
     },

@@ -31,6 +31,8 @@ interface SessionRow {
   client_id: string;
   expiry_s: number;
   disconnected_at: number | null;
+  username: string | null;
+  owner_known: number;
 }
 
 interface SubscriptionRow {
@@ -85,7 +87,7 @@ type Key = { clientId: string; n: number };
  */
 export class SqliteBrokerPersistence implements BrokerPersistence {
   private readonly upsertRetained: (m: Message) => void;
-  private readonly upsertSession: (a: [string, number, number | null]) => void;
+  private readonly upsertSession: (a: [string, number, number | null, string | null]) => void;
   private readonly removeSession: (clientId: string) => void;
   private readonly upsertSubscription: (a: [string, StoredSubscription]) => void;
   private readonly removeSubscription: (a: [string, string]) => void;
@@ -111,10 +113,10 @@ export class SqliteBrokerPersistence implements BrokerPersistence {
       else setRetained.run(m.topic, m.payload, m.qos, encodeProperties(m.properties), m.clientId, m.timestamp, m.expiresAt ?? null);
     };
     const saveSession = db.prepare(
-      'INSERT INTO sessions (client_id, expiry_s, disconnected_at) VALUES (?, ?, ?) ' +
-        'ON CONFLICT (client_id) DO UPDATE SET expiry_s = excluded.expiry_s, disconnected_at = excluded.disconnected_at',
+      'INSERT INTO sessions (client_id, expiry_s, disconnected_at, username, owner_known) VALUES (?, ?, ?, ?, 1) ' +
+        'ON CONFLICT (client_id) DO UPDATE SET expiry_s = excluded.expiry_s, disconnected_at = excluded.disconnected_at, username = excluded.username, owner_known = 1',
     );
-    this.upsertSession = ([id, expiry, at]) => saveSession.run(id, expiry, at);
+    this.upsertSession = ([id, expiry, at, user]) => saveSession.run(id, expiry, at, user);
     const deleteSession = db.prepare('DELETE FROM sessions WHERE client_id = ?');
     this.removeSession = (id) => deleteSession.run(id);
     const saveSub = db.prepare(
@@ -167,7 +169,17 @@ export class SqliteBrokerPersistence implements BrokerPersistence {
     );
     const sessions = new Map<string, StoredSession>();
     for (const r of this.db.prepare('SELECT * FROM sessions').all() as SessionRow[]) {
-      sessions.set(r.client_id, { clientId: r.client_id, expiryS: r.expiry_s, disconnectedAt: r.disconnected_at ?? undefined, subscriptions: [], deliveries: [], inboundQos2: [], will: undefined });
+      sessions.set(r.client_id, {
+        clientId: r.client_id,
+        username: r.username ?? undefined,
+        ownerKnown: r.owner_known !== 0,
+        expiryS: r.expiry_s,
+        disconnectedAt: r.disconnected_at ?? undefined,
+        subscriptions: [],
+        deliveries: [],
+        inboundQos2: [],
+        will: undefined,
+      });
     }
     for (const r of this.db.prepare('SELECT * FROM subscriptions').all() as SubscriptionRow[]) {
       sessions.get(r.client_id)?.subscriptions.push({
@@ -219,8 +231,8 @@ export class SqliteBrokerPersistence implements BrokerPersistence {
     void this.batcher.write(this.upsertRetained, message);
   }
 
-  saveSession(clientId: string, expiryS: number, disconnectedAt: number | undefined): void {
-    void this.batcher.write(this.upsertSession, [clientId, expiryS, disconnectedAt ?? null]);
+  saveSession(clientId: string, expiryS: number, disconnectedAt: number | undefined, username: string | undefined): void {
+    void this.batcher.write(this.upsertSession, [clientId, expiryS, disconnectedAt ?? null, username ?? null]);
   }
 
   deleteSession(clientId: string): void {

@@ -160,6 +160,17 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX dead_letters_replay ON dead_letters (replay_at) WHERE replay_at IS NOT NULL;
     `,
   },
+  {
+    id: 4,
+    name: 'sessions remember their user',
+    sql: `
+      -- Only the user who owns a session may resume or take it over. username is NULL for an
+      -- anonymous client; owner_known is 0 for sessions stored before owners were recorded,
+      -- which are discarded rather than handed to an authenticated user.
+      ALTER TABLE sessions ADD COLUMN username TEXT;
+      ALTER TABLE sessions ADD COLUMN owner_known INTEGER NOT NULL DEFAULT 0;
+    `,
+  },
 ];
 
 /** The schema version this code writes: the id of the last migration. */

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { IConnackPacket, IConnectPacket } from 'mqtt-packet';
 import { validateTopicName } from '../../topics/validate.js';
+import type { AuthVerdict } from '../auth.js';
 import type { Connection } from '../connection.js';
 import type { BrokerContext } from '../context.js';
 import { CONNACK_V3, RC } from '../reason-codes.js';
@@ -62,6 +63,64 @@ export function handleConnect(ctx: BrokerContext, conn: Connection, packet: ICon
     };
   }
 
+  // Credentials: synchronous unless a password needs scrypt; packets the client sends
+  // meanwhile are held and replayed once the connection is accepted [MQTT-3.1.4-5].
+  const verdict = ctx.auth.authenticate(conn.origin, packet.username, packet.password, () => conn.state !== 'closed');
+  const checked = { clientId, assignedClientIdentifier, will };
+  if (!(verdict instanceof Promise)) return admit(ctx, conn, packet, checked, verdict);
+  conn.hold();
+  verdict.then(
+    (v) => {
+      if (conn.state === 'closed') return;
+      if (ctx.closing) return reject(ctx, conn, CONNACK_V3.serverUnavailable, RC.serverShuttingDown, 'shutting down');
+      admit(ctx, conn, packet, checked, v);
+      conn.release();
+    },
+    (err: unknown) => {
+      ctx.log.error({ err, remote: conn.remote }, 'credential check failed');
+      reject(ctx, conn, CONNACK_V3.serverUnavailable, RC.unspecifiedError, 'credential check failed');
+    },
+  );
+}
+
+/**
+ * The rest of CONNECT once the credentials are checked: refusals for bad credentials, an
+ * unauthorised will or a foreign session; then keepalive, session takeover or resumption,
+ * CONNACK, and what the session still owes the client.
+ */
+function admit(
+  ctx: BrokerContext,
+  conn: Connection,
+  packet: IConnectPacket,
+  checked: { clientId: string; assignedClientIdentifier: string | undefined; will: Message | undefined },
+  verdict: AuthVerdict,
+): void {
+  const { clientId, assignedClientIdentifier, will } = checked;
+  const version = conn.protocolVersion;
+  const v5 = conn.v5;
+  const limits = ctx.config.limits;
+  if (!verdict.ok) {
+    ctx.stats.authFailures++;
+    // [MQTT-3.1.4-2] the server may refuse a client it cannot authenticate or authorise.
+    if (verdict.refusal === 'bad-credentials') return reject(ctx, conn, CONNACK_V3.badUserNameOrPassword, RC.badUserNameOrPassword, verdict.reason);
+    return reject(ctx, conn, CONNACK_V3.notAuthorized, RC.notAuthorized, verdict.reason);
+  }
+  const username = verdict.username;
+  const acl = ctx.acl?.forClient(username, clientId);
+  if (will && acl && !acl.canPublish(will.topic)) {
+    ctx.stats.authFailures++;
+    return reject(ctx, conn, CONNACK_V3.notAuthorized, RC.notAuthorized, `the will topic ${will.topic} is not allowed for this client`);
+  }
+  const existing = ctx.sessions.get(clientId);
+  if (existing && !existing.ownerKnown && !existing.sender) {
+    // Stored before owners were recorded: never handed to anyone but an anonymous client.
+    if (username !== undefined) ctx.endSession(existing);
+  } else if (existing && existing.username !== username) {
+    // Only the user who owns a session may take it over or discard it.
+    ctx.stats.authFailures++;
+    return reject(ctx, conn, CONNACK_V3.notAuthorized, RC.notAuthorized, 'the client id is in use by another user');
+  }
+
   // Keepalive: capped at broker.maxKeepalive; MQTT 5 is told the value in use [MQTT-3.2.2-21].
   let keepalive = packet.keepalive ?? 0;
   let serverKeepAlive: number | undefined;
@@ -105,12 +164,15 @@ export function handleConnect(ctx: BrokerContext, conn: Connection, packet: ICon
   }
   session.expiryS = expiryS;
   if (session.persistent) {
-    ctx.persistence!.saveSession(clientId, expiryS, undefined);
+    ctx.persistence!.saveSession(clientId, expiryS, undefined, username);
     session.stored = true;
   }
 
+  session.username = username;
+  session.ownerKnown = true;
+  session.acl = acl;
   conn.clientId = clientId;
-  conn.username = packet.username;
+  conn.username = username;
   conn.session = session;
   conn.will = will;
   conn.willDelayS = packet.will?.properties?.willDelayInterval ?? 0;

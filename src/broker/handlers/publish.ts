@@ -24,6 +24,9 @@ export function handlePublish(ctx: BrokerContext, conn: Connection, packet: IPub
     return refuse(conn, packet, RC.notAuthorized, 'publishing to $-topics is not allowed');
   }
 
+  const acl = conn.session!.acl;
+  if (acl !== undefined && !acl.canPublish(topic)) return deny(ctx, conn, packet, topic);
+
   const id = packet.messageId!;
   if (packet.qos === 2 && conn.session!.inboundQos2.has(id)) {
     // [MQTT-4.3.3-10] a resent QoS 2 PUBLISH before PUBREL is acknowledged, not routed again;
@@ -94,6 +97,19 @@ export function handlePublish(ctx: BrokerContext, conn: Connection, packet: IPub
       else conn.end();
     },
   );
+}
+
+/**
+ * A publish the ACL refuses: counted and dropped. MQTT 5 QoS 1/2 gets reason 0x87; QoS 0 and
+ * MQTT 3.1.1 (which has no negative acknowledgement) are acknowledged as usual and dropped, as
+ * Mosquitto does, so the client does not resend it forever.
+ */
+function deny(ctx: BrokerContext, conn: Connection, packet: IPublishPacket, topic: string): void {
+  ctx.stats.publishDenied++;
+  ctx.log.debug({ clientId: conn.clientId, username: conn.username, topic }, 'publish denied by the ACL');
+  if (packet.qos === 0) return;
+  if (conn.v5) return refuse(conn, packet, RC.notAuthorized, 'not authorized to publish to this topic');
+  acknowledge(conn, packet);
 }
 
 function acknowledge(conn: Connection, packet: IPublishPacket): void {

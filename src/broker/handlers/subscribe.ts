@@ -74,6 +74,11 @@ function subscribeOne(
     return { code: failure };
   }
 
+  if (session.acl !== undefined && !session.acl.canSubscribe(topicFilter)) {
+    ctx.stats.subscribeDenied++;
+    return { code: conn.v5 ? RC.notAuthorized : 0x80 };
+  }
+
   const existing = session.subscriptions.get(request.topic);
   if (!existing && session.subscriptions.size >= ctx.config.limits.maxSubscriptions) {
     return { code: conn.v5 ? RC.quotaExceeded : 0x80 };
