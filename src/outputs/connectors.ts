@@ -1,4 +1,5 @@
 import { bridgeConnector } from './bridge.js';
+import { influxConnector } from './influx.js';
 import type { ConnectorRegistry, ConnectorType } from './connector.js';
 
 /**
@@ -7,7 +8,7 @@ import type { ConnectorRegistry, ConnectorType } from './connector.js';
  */
 export function createConnectorRegistry(extra: readonly ConnectorType[] = []): ConnectorRegistry {
   const registry = new Map<string, ConnectorType>();
-  for (const type of [bridgeConnector, ...extra] as ConnectorType[]) {
+  for (const type of [bridgeConnector, influxConnector, ...extra] as ConnectorType[]) {
     if (registry.has(type.type)) throw new Error(`output type "${type.type}" registered twice`);
     registry.set(type.type, type);
   }

@@ -1,0 +1,190 @@
+import http from 'node:http';
+import https from 'node:https';
+import { HttpError, InfluxDB } from '@influxdata/influxdb-client';
+import { z } from 'zod';
+import { parseDuration } from '../config/units.js';
+import { OutputError, type Connector, type ConnectorDeps, type ConnectorType, type OutboxMessage } from './connector.js';
+import { malformedPoints, PRECISIONS, toLine, type Precision } from './influx-line.js';
+import type { InfluxPoint } from './influx-points.js';
+
+/** Points per write request, and messages per outbox batch. */
+export const DEFAULT_INFLUX_BATCH = 5000;
+/** How long a small batch waits for more points before it is written. */
+export const DEFAULT_INFLUX_FLUSH_MS = 1000;
+/** How long one write request may take before it counts as failed (and is retried). */
+export const DEFAULT_INFLUX_TIMEOUT_MS = 10_000;
+/** Error response bodies are quoted in dead letters and logs up to this many characters. */
+const MAX_BODY_CHARS = 1000;
+
+export const influxSchema = z
+  .object({
+    url: z
+      .string()
+      .regex(/^https?:\/\/[^\s/?#]+(\/[^\s?#]*)?$/, { error: 'must be an http:// or https:// URL such as http://localhost:8086 (without /api/v2 or a query)' })
+      .describe('Base URL of InfluxDB (2.x, 3, 1.8+) or VictoriaMetrics; /api/v2/write is appended.'),
+    token: z.string().optional().describe('API token (`Authorization: Token …`); use ${env:NAME}. InfluxDB 1.8: "user:password". Not needed for VictoriaMetrics.'),
+    org: z.string().optional().describe('Organization name or ID (InfluxDB 2.x). Default: none (the token\'s org; ignored by InfluxDB 1.8 and VictoriaMetrics).'),
+    bucket: z.string().optional().describe('Bucket (InfluxDB 2.x/3), or "database/retention-policy" (InfluxDB 1.8). Default: none (VictoriaMetrics needs none).'),
+    precision: z.enum(PRECISIONS, { error: (i) => `must be one of ${PRECISIONS.join(', ')}, got ${JSON.stringify(i.input)}` }).default('ms').describe('Timestamp precision written: ns, us, ms or s. Default ms.'),
+    batchSize: z.number().int().min(1).max(10_000).default(DEFAULT_INFLUX_BATCH).describe(`Points per write request (and messages per outbox batch). Default ${DEFAULT_INFLUX_BATCH}.`),
+    flushInterval: z
+      .union([z.number(), z.string()])
+      .transform((v, ctx) => {
+        const ms = parseDuration(v);
+        if (ms === undefined || ms > 3_600_000) {
+          ctx.addIssue({ code: 'custom', message: `must be a duration up to 1h such as "1s" or "250ms", got ${JSON.stringify(v)}` });
+          return z.NEVER;
+        }
+        return ms;
+      })
+      .default(DEFAULT_INFLUX_FLUSH_MS)
+      .describe('How long a batch smaller than batchSize waits for more points before it is written (ms, or "1s"). Default 1s.'),
+    timeoutMs: z.number().int().min(100).max(600_000).default(DEFAULT_INFLUX_TIMEOUT_MS).describe(`Time allowed for one write request, ms. Default ${DEFAULT_INFLUX_TIMEOUT_MS}.`),
+    gzip: z.boolean().default(true).describe('Compress request bodies over 1 KiB with gzip. Default true.'),
+    headers: z.record(z.string(), z.string()).optional().describe('Extra HTTP headers sent with every write.'),
+  })
+  .strict();
+
+export type InfluxSettings = z.output<typeof influxSchema>;
+
+/** The write path of the InfluxDB 2 API, which InfluxDB 1.8+, 3 and VictoriaMetrics all serve. */
+function writePath(s: InfluxSettings): string {
+  const query = new URLSearchParams();
+  if (s.org !== undefined) query.set('org', s.org);
+  if (s.bucket !== undefined) query.set('bucket', s.bucket);
+  query.set('precision', s.precision);
+  return `/api/v2/write?${query.toString()}`;
+}
+
+/** Retry-After as ms: delta-seconds or an HTTP date (RFC 9110 §10.2.3); undefined when absent or unreadable. */
+export function retryAfterMs(header: string | string[] | undefined, now: number): number | undefined {
+  const value = Array.isArray(header) ? header[0] : header;
+  if (value === undefined || value.trim() === '') return undefined;
+  if (/^\s*\d+\s*$/.test(value)) return Number(value) * 1000;
+  const at = Date.parse(value);
+  return Number.isFinite(at) ? Math.max(0, at - now) : undefined;
+}
+
+/**
+ * Maps a failed write request to the outbox's terms. 429 and 5xx (the target is busy or
+ * down) and anything below HTTP (refused, reset, timed out) are retryable, after the
+ * target's Retry-After when it gave one; any other status means the target refuses these
+ * points (a malformed line, a field type conflict, a missing bucket, a bad token) and will
+ * again, so it is permanent and quotes the response body.
+ */
+export function toOutputError(name: string, err: unknown, now: number): OutputError {
+  if (err instanceof HttpError) {
+    const status = err.statusCode;
+    const body = (err.body ?? '').trim().slice(0, MAX_BODY_CHARS);
+    const text = `influx output "${name}": HTTP ${status}${err.statusMessage ? ` ${err.statusMessage}` : ''}${body ? `: ${body}` : ''}`;
+    if (status === 429 || status >= 500) {
+      return new OutputError(text, { retryable: true, cause: err, retryAfterMs: retryAfterMs(err.headers?.['retry-after'], now) });
+    }
+    return new OutputError(text, { retryable: false, cause: err });
+  }
+  const detail = err instanceof Error ? `${(err as { code?: string }).code ? `${(err as { code?: string }).code} ` : ''}${err.message}` : String(err);
+  return new OutputError(`influx output "${name}": ${detail}`, { retryable: true, cause: err });
+}
+
+/**
+ * One influx output: turns each batch of outbox rows into line protocol and writes it with
+ * the InfluxDB client's HTTP transport, in requests of at most `batchSize` points, one after
+ * another. The client's own buffering and retries are not used: the outbox is the only
+ * buffer, and `write` resolves only when every request was answered 2xx.
+ */
+export class InfluxConnector implements Connector {
+  private readonly client: InfluxDB;
+  private readonly agent: http.Agent;
+  private readonly path: string;
+  /** The request in flight (one at a time), so close() can cut it short. */
+  private inflight: AbortController | undefined;
+  private closed = false;
+
+  constructor(
+    readonly name: string,
+    private readonly settings: InfluxSettings,
+    private readonly deps: Pick<ConnectorDeps, 'clock' | 'log'>,
+  ) {
+    // One kept-alive connection: requests go one at a time, in order.
+    const Agent = settings.url.startsWith('https:') ? https.Agent : http.Agent;
+    this.agent = new Agent({ keepAlive: true, maxSockets: 1 });
+    this.client = new InfluxDB({
+      url: settings.url,
+      token: settings.token,
+      timeout: settings.timeoutMs,
+      headers: settings.headers,
+      transportOptions: { agent: this.agent },
+    });
+    this.path = writePath(settings);
+  }
+
+  async write(batch: readonly OutboxMessage[]): Promise<void> {
+    if (this.closed) throw new OutputError(`influx output "${this.name}" is closed`, { retryable: true });
+    const size = this.settings.batchSize;
+    const precision = this.settings.precision;
+    let lines: string[] = [];
+    for (const m of batch) {
+      const bad = malformedPoints(m.data);
+      if (bad) throw new OutputError(`influx output "${this.name}": message ${m.seq} of rule "${m.ruleId}" cannot be written: ${bad}`, { retryable: false });
+      for (const point of m.data as InfluxPoint[]) {
+        lines.push(toLine(point, precision as Precision));
+        if (lines.length === size) {
+          await this.send(lines);
+          lines = [];
+        }
+      }
+    }
+    if (lines.length > 0) await this.send(lines);
+  }
+
+  /** One write request; resolves on a 2xx answer, rejects with an OutputError otherwise. */
+  private send(lines: string[]): Promise<void> {
+    if (this.closed) return Promise.reject(new OutputError(`influx output "${this.name}" is closed`, { retryable: true }));
+    // A controller per request: the transport adds an abort listener to the signal it is given.
+    const abort = new AbortController();
+    this.inflight = abort;
+    return new Promise<void>((resolve, reject) => {
+      let status: number | undefined;
+      this.client.transport.send(
+        this.path,
+        lines.join('\n'),
+        {
+          method: 'POST',
+          headers: { 'content-type': 'text/plain; charset=utf-8' },
+          gzipThreshold: this.settings.gzip ? 1024 : undefined,
+          signal: abort.signal,
+        },
+        {
+          responseStarted: (_headers, statusCode) => {
+            status = statusCode;
+          },
+          error: (err) => reject(toOutputError(this.name, err, this.deps.clock.now())),
+          complete: () => {
+            // Cancelled by close(): the transport completes without an answer.
+            if (status === undefined) reject(new OutputError(`influx output "${this.name}" closed during a write`, { retryable: true }));
+            else resolve();
+          },
+        },
+      );
+    }).finally(() => {
+      if (this.inflight === abort) this.inflight = undefined;
+    });
+  }
+
+  close(): Promise<void> {
+    if (this.closed) return Promise.resolve();
+    this.closed = true;
+    this.inflight?.abort();
+    this.agent.destroy();
+    return Promise.resolve();
+  }
+}
+
+/** `type: influx`: InfluxDB 2.x/3, 1.8+ (v2 write API) and VictoriaMetrics, through the durable outbox. */
+export const influxConnector: ConnectorType<typeof influxSchema> = {
+  type: 'influx',
+  description: 'InfluxDB 2.x, 3 or 1.8+, or VictoriaMetrics: time-series points written with the InfluxDB v2 write API.',
+  schema: influxSchema,
+  create: (name, settings, deps) => new InfluxConnector(name, settings, deps),
+  outboxDefaults: (settings) => ({ batchSize: settings.batchSize, lingerMs: settings.flushInterval }),
+};
