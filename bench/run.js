@@ -15,6 +15,7 @@ import { buildRows, formatNotes, formatTable } from './report.js';
 import { planRules, rulesSettings } from './rules-job.js';
 import { runBridge } from './bridge-job.js';
 import { bridgeFailed, printBridge } from './bridge-report.js';
+import { influxFailed, printInflux, runInflux } from './influx-job.js';
 import { buildRulesRows, formatRulesNotes, formatRulesTable } from './rules-report.js';
 import { formatBytes, formatInt, formatMs } from './stats.js';
 
@@ -22,7 +23,7 @@ const RESULTS_DIR = fileURLToPath(new URL('./results/', import.meta.url));
 /** Last resort if something escapes every phase timeout. */
 const WHOLE_RUN_LIMIT_MS = 10 * 60_000;
 /** Settings that change what is measured (see README, "Finding out why"). */
-const DIAGNOSTIC_ENV = ['BENCH_SIGNALBOX_DIST', 'BENCH_SIGNALBOX_LIMITS', 'BENCH_CPU_PROF', 'BENCH_BRIDGE_SETTINGS', 'BENCH_BRIDGE_MOSQUITTO_CONF'];
+const DIAGNOSTIC_ENV = ['BENCH_SIGNALBOX_DIST', 'BENCH_SIGNALBOX_LIMITS', 'BENCH_CPU_PROF', 'BENCH_BRIDGE_SETTINGS', 'BENCH_BRIDGE_MOSQUITTO_CONF', 'BENCH_INFLUX_SETTINGS'];
 
 /**
  * The list of steps: one (broker, phase) pair each, every one in a fresh broker process; the
@@ -137,6 +138,8 @@ async function main() {
 
   // The bridge job (bridge-job.js) starts its own processes: Mosquitto brokers and a signalbox child.
   const bridge = options.phases.includes('bridge') ? await runBridge(options, meta) : undefined;
+  // The influx job (influx-job.js) starts its own processes too: VictoriaMetrics and a signalbox child.
+  const influx = options.phases.includes('influx') ? await runInflux(options, meta) : undefined;
 
   const outputs = [];
   if (jobs.has('broker')) {
@@ -162,6 +165,10 @@ async function main() {
   if (bridge) {
     printBridge(bridge);
     outputs.push(['bridge', bridge]);
+  }
+  if (influx) {
+    printInflux(influx);
+    outputs.push(['influx', influx]);
   }
 
   if (outputs.length === 0) {
@@ -204,6 +211,7 @@ async function main() {
   const phaseSets = [...Object.values(broker.brokers), broker.ceiling, ...Object.values(rules.contenders)];
   if (phaseSets.some((phases) => Object.values(phases).some((r) => r.error))) process.exitCode = 1;
   if (bridge && bridgeFailed(bridge)) process.exitCode = 1;
+  if (influx && influxFailed(influx)) process.exitCode = 1;
 }
 
 main().catch((err) => {
