@@ -30,6 +30,7 @@ function checkKeys(record: Record<string, unknown> | string | undefined, what: '
   }
 }
 
+/** Settings of the `influx` rule action; the `.describe()` texts are its documentation. */
 export const influxActionSchema = z
   .object({
     output: remoteActionFields.output,
@@ -58,6 +59,7 @@ export const influxActionSchema = z
     }
   });
 
+/** The `influx` action's settings after validation. */
 export type InfluxActionSettings = z.output<typeof influxActionSchema>;
 
 /** Checks `output:` names an influx output, and queues effects in its outbox; planning is ours. */

@@ -9,6 +9,7 @@ import { MAX_TIME_MS, type FieldValue, type InfluxPoint } from './influx-points.
 
 /** Timestamp precisions of the InfluxDB write API. */
 export const PRECISIONS = ['ns', 'us', 'ms', 's'] as const;
+/** The `precision` of an influx output: the unit of the timestamps it writes. */
 export type Precision = (typeof PRECISIONS)[number];
 
 const MEASUREMENT_SPECIAL = /[, \n\r\t]/;
@@ -58,15 +59,21 @@ export function timestampText(ms: number, precision: Precision): string {
  */
 export function malformedPoints(data: unknown): string | undefined {
   if (!Array.isArray(data)) return `its data is ${data === undefined ? 'missing' : 'not a list of points'}`;
+  // Hot path (every point the drain writes): plain loops, no arrays of entries.
   for (let i = 0; i < data.length; i++) {
     const p = data[i] as Partial<InfluxPoint> | null;
     if (p === null || typeof p !== 'object') return `point ${i} is not an object`;
     if (typeof p.measurement !== 'string' || p.measurement === '') return `point ${i} has no measurement`;
-    if (p.fields === null || typeof p.fields !== 'object' || Object.keys(p.fields).length === 0) return `point ${i} has no fields`;
     if (typeof p.time !== 'number' || !Number.isFinite(p.time) || Math.abs(p.time) > MAX_TIME_MS) return `point ${i} has no valid time`;
-    for (const [k, v] of Object.entries(p.fields)) {
+    const fields = p.fields;
+    if (fields === null || typeof fields !== 'object') return `point ${i} has no fields`;
+    let any = false;
+    for (const k in fields) {
+      const v = fields[k];
       if (typeof v === 'number' ? !Number.isFinite(v) : typeof v !== 'boolean' && typeof v !== 'string') return `point ${i} field "${k}" is not a number, boolean or string`;
+      any = true;
     }
+    if (!any) return `point ${i} has no fields`;
   }
   return undefined;
 }

@@ -10,6 +10,7 @@
 
 /** The field types of line protocol that signalbox writes. */
 export const FIELD_TYPES = ['float', 'integer', 'boolean', 'string'] as const;
+/** A field's `type:` in an influx action. */
 export type FieldType = (typeof FIELD_TYPES)[number];
 
 /** A value of a field as stored in a point: integers are numbers listed in `integers`. */

@@ -4,7 +4,7 @@ import { HttpError, InfluxDB } from '@influxdata/influxdb-client';
 import { z } from 'zod';
 import { parseDuration } from '../config/units.js';
 import { OutputError, type Connector, type ConnectorDeps, type ConnectorType, type OutboxMessage } from './connector.js';
-import { malformedPoints, PRECISIONS, toLine, type Precision } from './influx-line.js';
+import { malformedPoints, PRECISIONS, toLine } from './influx-line.js';
 import type { InfluxPoint } from './influx-points.js';
 
 /** Points per write request, and messages per outbox batch. */
@@ -16,6 +16,7 @@ export const DEFAULT_INFLUX_TIMEOUT_MS = 10_000;
 /** Error response bodies are quoted in dead letters and logs up to this many characters. */
 const MAX_BODY_CHARS = 1000;
 
+/** Settings of a `type: influx` output; the `.describe()` texts are its documentation. */
 export const influxSchema = z
   .object({
     url: z
@@ -45,6 +46,7 @@ export const influxSchema = z
   })
   .strict();
 
+/** An influx output's settings after validation (defaults filled in, flushInterval in ms). */
 export type InfluxSettings = z.output<typeof influxSchema>;
 
 /** The write path of the InfluxDB 2 API, which InfluxDB 1.8+, 3 and VictoriaMetrics all serve. */
@@ -127,7 +129,7 @@ export class InfluxConnector implements Connector {
       const bad = malformedPoints(m.data);
       if (bad) throw new OutputError(`influx output "${this.name}": message ${m.seq} of rule "${m.ruleId}" cannot be written: ${bad}`, { retryable: false });
       for (const point of m.data as InfluxPoint[]) {
-        lines.push(toLine(point, precision as Precision));
+        lines.push(toLine(point, precision));
         if (lines.length === size) {
           await this.send(lines);
           lines = [];
