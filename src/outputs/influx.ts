@@ -22,6 +22,7 @@ export const influxSchema = z
     url: z
       .string()
       .regex(/^https?:\/\/[^\s/?#]+(\/[^\s?#]*)?$/, { error: 'must be an http:// or https:// URL such as http://localhost:8086 (without /api/v2 or a query)' })
+      .refine((url) => !/\/api\/v2(\/write)?\/?$/.test(url), { error: 'give the base URL without /api/v2 (e.g. http://localhost:8086); /api/v2/write is appended' })
       .describe('Base URL of InfluxDB (2.x, 3, 1.8+) or VictoriaMetrics; /api/v2/write is appended.'),
     token: z.string().optional().describe('API token (`Authorization: Token …`); use ${env:NAME}. InfluxDB 1.8: "user:password". Not needed for VictoriaMetrics.'),
     org: z.string().optional().describe('Organization name or ID (InfluxDB 2.x). Default: none (the token\'s org; ignored by InfluxDB 1.8 and VictoriaMetrics).'),

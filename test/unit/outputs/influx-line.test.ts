@@ -69,6 +69,7 @@ describe('influx output settings', () => {
   it.each([
     [{ url: 'localhost:8086' }, /http:\/\/ or https:\/\//],
     [{ url: 'http://x:8086?db=a' }, /http:\/\/ or https:\/\//],
+    [{ url: 'http://x:8086/api/v2/write' }, /without \/api\/v2/],
     [{ url: 'http://x', precision: 'm' }, /ns, us, ms, s/],
     [{ url: 'http://x', flushInterval: 'soon' }, /duration/],
     [{ url: 'http://x', batchSize: 0 }, /./],
