@@ -140,36 +140,53 @@ export class InfluxConnector implements Connector {
     if (lines.length > 0) await this.send(lines);
   }
 
-  /** One write request; resolves on a 2xx answer, rejects with an OutputError otherwise. */
+  /**
+   * One write request; resolves on a 2xx answer, rejects with an OutputError otherwise. The
+   * whole request (not only each socket read, which is what the transport's own timeout
+   * bounds) must finish within timeoutMs.
+   */
   private send(lines: string[]): Promise<void> {
     if (this.closed) return Promise.reject(new OutputError(`influx output "${this.name}" is closed`, { retryable: true }));
     // A controller per request: the transport adds an abort listener to the signal it is given.
     const abort = new AbortController();
     this.inflight = abort;
+    const { clock } = this.deps;
+    let timedOut = false;
+    const timer = clock.setTimeout(() => {
+      timedOut = true;
+      abort.abort();
+    }, this.settings.timeoutMs);
     return new Promise<void>((resolve, reject) => {
       let status: number | undefined;
-      this.client.transport.send(
-        this.path,
-        lines.join('\n'),
-        {
-          method: 'POST',
-          headers: { 'content-type': 'text/plain; charset=utf-8' },
-          gzipThreshold: this.settings.gzip ? 1024 : undefined,
-          signal: abort.signal,
-        },
-        {
-          responseStarted: (_headers, statusCode) => {
-            status = statusCode;
+      const fail = (err: unknown) =>
+        reject(timedOut ? new OutputError(`influx output "${this.name}": no answer within timeoutMs ${this.settings.timeoutMs}`, { retryable: true, cause: err }) : toOutputError(this.name, err, clock.now()));
+      try {
+        this.client.transport.send(
+          this.path,
+          lines.join('\n'),
+          {
+            method: 'POST',
+            headers: { 'content-type': 'text/plain; charset=utf-8' },
+            gzipThreshold: this.settings.gzip ? 1024 : undefined,
+            signal: abort.signal,
           },
-          error: (err) => reject(toOutputError(this.name, err, this.deps.clock.now())),
-          complete: () => {
-            // Cancelled by close(): the transport completes without an answer.
-            if (status === undefined) reject(new OutputError(`influx output "${this.name}" closed during a write`, { retryable: true }));
-            else resolve();
+          {
+            responseStarted: (_headers, statusCode) => {
+              status = statusCode;
+            },
+            error: fail,
+            complete: () => {
+              // Cancelled (close(), the deadline): the transport completes without an answer.
+              if (status === undefined) fail(new Error('the request was cancelled'));
+              else resolve();
+            },
           },
-        },
-      );
+        );
+      } catch (err) {
+        fail(err);
+      }
     }).finally(() => {
+      clock.clearTimeout(timer);
       if (this.inflight === abort) this.inflight = undefined;
     });
   }

@@ -2,6 +2,10 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { gunzipSync } from 'node:zlib';
 import { afterEach, describe, expect, it } from 'vitest';
+import { systemClock } from '../../src/clock.js';
+import { silentLogger } from '../../src/log.js';
+import { OutputError } from '../../src/outputs/connector.js';
+import { influxConnector, influxSchema } from '../../src/outputs/influx.js';
 import { eventually } from '../helpers/durable.js';
 import { startEngine, type TestEngine } from '../helpers/engine.js';
 import { connect } from '../helpers/mqtt.js';
@@ -141,5 +145,30 @@ describe('influx output error policy', () => {
     expect(target.writes.every((w) => w.body.split('\n').length <= 7)).toBe(true);
     const times = target.accepted().map((line) => Number(line.split(' ').at(-1)));
     expect(times).toEqual([...times].sort((a, b) => a - b));
+  });
+
+  it('gives up on a target that never answers after timeoutMs, with a retryable error', async () => {
+    const held: http.ServerResponse[] = [];
+    const server = http.createServer((_req, res) => void held.push(res));
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    cleanups.push(() => {
+      server.closeAllConnections();
+      return new Promise((resolve) => server.close(resolve));
+    });
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    const connector = influxConnector.create('slow', influxSchema.parse({ url, timeoutMs: 300 }), { log: silentLogger(), clock: systemClock });
+    cleanups.push(() => connector.close());
+    const point = { measurement: 'm', fields: { v: 1 }, time: T };
+    const batch = [{ seq: 1, time: T, ruleId: 'r', clientId: 'c', topic: 't', payload: Buffer.from('{}'), qos: 1 as const, retain: false, properties: undefined, data: [point], attempts: 0 }];
+    const started = Date.now();
+    const error = await connector.write(batch).then(
+      () => undefined,
+      (err: unknown) => err,
+    );
+    expect(error).toBeInstanceOf(OutputError);
+    expect(error).toMatchObject({ retryable: true, code: 'SB_ERR_OUTPUT_UNAVAILABLE' });
+    expect((error as Error).message).toMatch(/no answer within timeoutMs 300/);
+    expect(Date.now() - started).toBeGreaterThanOrEqual(250);
+    expect(held).toHaveLength(1);
   });
 });
