@@ -77,8 +77,9 @@ function message(dev: number, points: number, poison = false): string {
 
 describe('influx output error policy', () => {
   it('dead-letters the one message a 400 refuses, with the response body, out of a batch of many points per message', async () => {
+    const accept = { poison: false };
     const target = await fakeInflux((body) =>
-      body.includes('kind=poison') ? { status: 400, body: 'unable to parse points: field type conflict on "v"' } : { status: 204 },
+      body.includes('kind=poison') && !accept.poison ? { status: 400, body: 'unable to parse points: field type conflict on "v"' } : { status: 204 },
     );
     // One outbox batch holds every message (flushInterval lets them gather), 20 points each.
     const t = await engineFor(target.url, '    flushInterval: 300ms\n');
@@ -104,6 +105,12 @@ describe('influx output error policy', () => {
     expect(t.engine.outputs.status()[0]).toMatchObject({ name: 'tsdb', deadLettered: 1, waiting: 0 });
     // The first attempt carried the whole batch in one request.
     expect(target.writes[0]!.body.split('\n')).toHaveLength(600);
+
+    // Once the target takes it (the field type fixed there, say), a replay writes exactly the planned points.
+    accept.poison = true;
+    expect(t.engine.deadLetters.requestReplay({ ruleId: 'batch' })).toBe(1);
+    await eventually(() => target.accepted().filter((line) => line.includes('dev=17')).length === 20, 'the replayed 20 points', { within: 10_000 });
+    await eventually(() => t.engine.deadLetters.count() === 0, 'the letter gone after its replay');
   });
 
   it('retries a 429 no sooner than its Retry-After, and then delivers', async () => {
