@@ -90,6 +90,17 @@ export function toOutputError(name: string, err: unknown, now: number): OutputEr
 }
 
 /**
+ * Whether `err` refuses what was sent (400 malformed or conflicting points, 413 too large,
+ * 422, or rows signalbox cannot serialise), so a part of the batch may still be taken; a
+ * refusal of anything at all (401, 403, 404) is not worth halving the batch for.
+ */
+function refusesContent(err: unknown): err is OutputError {
+  if (!(err instanceof OutputError) || err.retryable) return false;
+  if (err.cause === undefined) return true;
+  return err.cause instanceof HttpError && [400, 413, 422].includes(err.cause.statusCode);
+}
+
+/**
  * One influx output: turns each batch of outbox rows into line protocol and writes it with
  * the InfluxDB client's HTTP transport, in requests of at most `batchSize` points, one after
  * another. The client's own buffering and retries are not used: the outbox is the only
@@ -99,6 +110,11 @@ export class InfluxConnector implements Connector {
   private readonly client: InfluxDB;
   private readonly agent: http.Agent;
   private readonly path: string;
+  /**
+   * What halving a refused batch found out, by outbox seq: null when the target has the
+   * message, the error when it refuses it. At most one batch's worth; see bisect().
+   */
+  private readonly verdicts = new Map<number, OutputError | null>();
   /** The request in flight (one at a time), so close() can cut it short. */
   private inflight: AbortController | undefined;
   private closed = false;
@@ -123,6 +139,54 @@ export class InfluxConnector implements Connector {
 
   async write(batch: readonly OutboxMessage[]): Promise<void> {
     if (this.closed) throw new OutputError(`influx output "${this.name}" is closed`, { retryable: true });
+    if (batch.length === 1 && this.verdicts.has(batch[0]!.seq)) {
+      const verdict = this.verdicts.get(batch[0]!.seq);
+      this.verdicts.delete(batch[0]!.seq);
+      if (verdict === null) return;
+      throw verdict;
+    }
+    this.verdicts.clear();
+    try {
+      await this.writeMessages(batch);
+    } catch (err) {
+      if (batch.length > 1 && refusesContent(err)) await this.bisect(batch, err, { left: 4 * Math.ceil(Math.log2(batch.length)) + 4 });
+      throw err;
+    }
+  }
+
+  /**
+   * After the target refused a batch for good, the drain resends it one message at a time to
+   * find the culprit: with thousands of messages per batch that is thousands of requests.
+   * Halving the batch instead finds one culprit in about 2·log2(n) requests; what the target
+   * took meanwhile and the culprits' errors are kept in `verdicts`, so the drain's
+   * one-by-one resend is answered from them without a request. `budget` bounds the requests
+   * (when every message is refused, halving would cost 2n); messages it leaves without a
+   * verdict are resent one by one as usual. A retryable failure on the way drops the
+   * verdicts: the drain then retries the whole batch.
+   */
+  private async bisect(batch: readonly OutboxMessage[], refused: OutputError, budget: { left: number }): Promise<void> {
+    if (batch.length === 1) {
+      this.verdicts.set(batch[0]!.seq, refused);
+      return;
+    }
+    const mid = batch.length >> 1;
+    for (const half of [batch.slice(0, mid), batch.slice(mid)]) {
+      if (budget.left-- <= 0) return;
+      try {
+        await this.writeMessages(half);
+        for (const m of half) this.verdicts.set(m.seq, null);
+      } catch (err) {
+        if (!refusesContent(err)) {
+          if (!(err instanceof OutputError) || err.retryable) this.verdicts.clear();
+          return;
+        }
+        await this.bisect(half, err, budget);
+      }
+    }
+  }
+
+  /** Line protocol for `batch`, written in requests of at most batchSize points, in order. */
+  private async writeMessages(batch: readonly OutboxMessage[]): Promise<void> {
     const size = this.settings.batchSize;
     const precision = this.settings.precision;
     let lines: string[] = [];

@@ -103,14 +103,31 @@ describe('influx output error policy', () => {
     expect(devices.size).toBe(29);
     expect(devices.has('17')).toBe(false);
     expect(t.engine.outputs.status()[0]).toMatchObject({ name: 'tsdb', deadLettered: 1, waiting: 0 });
-    // The first attempt carried the whole batch in one request.
+    // The first attempt carried the whole batch in one request; halving it found the culprit
+    // in a few more, and the drain's one-by-one resend was answered without a request each.
     expect(target.writes[0]!.body.split('\n')).toHaveLength(600);
+    expect(target.writes.length).toBeLessThanOrEqual(1 + 2 * Math.ceil(Math.log2(30)));
 
     // Once the target takes it (the field type fixed there, say), a replay writes exactly the planned points.
     accept.poison = true;
     expect(t.engine.deadLetters.requestReplay({ ruleId: 'batch' })).toBe(1);
     await eventually(() => target.accepted().filter((line) => line.includes('dev=17')).length === 20, 'the replayed 20 points', { within: 10_000 });
     await eventually(() => t.engine.deadLetters.count() === 0, 'the letter gone after its replay');
+  });
+
+  it('dead-letters every message one by one, without halving batches, when the target refuses them all (401)', async () => {
+    const target = await fakeInflux(() => ({ status: 401, body: 'unauthorized access' }));
+    const t = await engineFor(target.url, '    flushInterval: 300ms\n');
+    const client = await connect(t.url);
+    cleanups.push(() => client.endAsync());
+    await Promise.all(Array.from({ length: 6 }, (_, dev) => client.publishAsync(`devices/${dev}/batch`, message(dev, 2), { qos: 1 })));
+    const letters = await eventually(() => {
+      const l = t.engine.deadLetters.list({ ruleId: 'batch' });
+      return l.length === 6 && l;
+    }, 'six dead letters', { within: 10_000 });
+    for (const letter of letters) expect(letter.error).toBe('SB_ERR_OUTPUT_REJECTED: influx output "tsdb": HTTP 401 Unauthorized: unauthorized access');
+    // One request for the batch, then one per message.
+    expect(target.writes).toHaveLength(7);
   });
 
   it('retries a 429 no sooner than its Retry-After, and then delivers', async () => {
@@ -177,5 +194,26 @@ describe('influx output error policy', () => {
     expect((error as Error).message).toMatch(/no answer within timeoutMs 300/);
     expect(Date.now() - started).toBeGreaterThanOrEqual(250);
     expect(held).toHaveLength(1);
+  });
+
+  it('finds two refused messages of a 16-message batch in a few requests, and answers the one-by-one resend from what it found', async () => {
+    const target = await fakeInflux((body) => (body.includes('kind=poison') ? { status: 400, body: 'bad point' } : { status: 204 }));
+    const connector = influxConnector.create('halves', influxSchema.parse({ url: target.url, gzip: false }), { log: silentLogger(), clock: systemClock });
+    cleanups.push(() => connector.close());
+    const batch = Array.from({ length: 16 }, (_, i) => ({
+      seq: i + 1, time: T, ruleId: 'r', clientId: 'c', topic: 't', payload: Buffer.from('{}'), qos: 1 as const, retain: false, properties: undefined, attempts: 0,
+      data: [{ measurement: 'm', tags: { kind: i === 4 || i === 11 ? 'poison' : 'ok', i: String(i) }, fields: { v: i }, time: T + i }],
+    }));
+    await expect(connector.write(batch)).rejects.toMatchObject({ retryable: false, message: expect.stringContaining('HTTP 400 Bad Request: bad point') });
+    const afterHalving = target.writes.length;
+    expect(afterHalving).toBeLessThanOrEqual(1 + 2 * 2 * Math.log2(16));
+    // The drain now resends one message at a time, as it does after a permanent failure.
+    const outcomes: string[] = [];
+    for (const m of batch) outcomes.push(await connector.write([m]).then(() => 'ok', (err: OutputError) => (err.retryable ? 'retry' : 'refused')));
+    expect(outcomes.map((o, i) => (o === 'refused' ? i : -1)).filter((i) => i >= 0)).toEqual([4, 11]);
+    expect(outcomes.filter((o) => o === 'ok')).toHaveLength(14);
+    expect(target.writes.length).toBe(afterHalving);
+    // Every good point reached the target.
+    expect(new Set(target.accepted()).size).toBe(14);
   });
 });
