@@ -7,13 +7,14 @@ export const PHASE_GROUPS = {
   bridge: ['bridge'],
   tls: ['tls'],
   auth: ['auth'],
+  influx: ['influx'],
 };
 const ALL_PHASES = Object.values(PHASE_GROUPS).flat();
 
 /** Every knob, its environment variable, default and meaning (printed by `node bench/run.js --help`). */
 export const OPTIONS = [
   ['brokers', 'BENCH_BROKERS', 'aedes,signalbox', 'brokers to measure, comma-separated (aedes, signalbox; in the rules job aedes is the Aedes + JSONata peer)'],
-  ['phases', 'BENCH_PHASES', 'broker,rules,bridge,tls,auth', `phases to run, comma-separated: ${Object.keys(PHASE_GROUPS).map((g) => `${g} (= ${PHASE_GROUPS[g].join(', ')})`).join(', ')}, or single phases`],
+  ['phases', 'BENCH_PHASES', 'broker,rules,bridge,influx,tls,auth', `phases to run, comma-separated: ${Object.keys(PHASE_GROUPS).map((g) => `${g} (= ${PHASE_GROUPS[g].join(', ')})`).join(', ')}, or single phases`],
   ['ceiling', 'BENCH_CEILING', 1, '1 = also run the throughput load against the null broker (load generator ceiling)'],
   ['publishers', 'BENCH_PUBLISHERS', 4, 'publishing connections, each on its own topic'],
   ['qos0Messages', 'BENCH_QOS0_MESSAGES', 100_000, 'messages in the QoS 0 throughput run'],
@@ -40,6 +41,8 @@ export const OPTIONS = [
   ['bridgeMessages', 'BENCH_BRIDGE_MESSAGES', 20_000, 'bridge job: QoS 1 messages per measured round'],
   ['bridgeWarmupMessages', 'BENCH_BRIDGE_WARMUP_MESSAGES', 5_000, 'bridge job: messages sent (and not measured) before the rounds'],
   ['bridgeRate', 'BENCH_BRIDGE_RATE', 2_000, 'bridge job, steady latency: messages per second, all publishers together'],
+  ['influxMessages', 'BENCH_INFLUX_MESSAGES', 100_000, 'influx job: QoS 1 messages (one point each) per measured round'],
+  ['influxWarmupMessages', 'BENCH_INFLUX_WARMUP_MESSAGES', 20_000, 'influx job: messages sent (and not measured) before the rounds'],
 ];
 
 

@@ -17,6 +17,7 @@ import { runBridge } from './bridge-job.js';
 import { authFailed, printAuth, runAuth } from './auth-connect.js';
 import { bridgeFailed, printBridge } from './bridge-report.js';
 import { printTls, runTls, tlsFailed } from './tls-job.js';
+import { influxFailed, printInflux, runInflux } from './influx-job.js';
 import { buildRulesRows, formatRulesNotes, formatRulesTable } from './rules-report.js';
 import { formatBytes, formatInt, formatMs } from './stats.js';
 
@@ -24,7 +25,7 @@ const RESULTS_DIR = fileURLToPath(new URL('./results/', import.meta.url));
 /** Last resort if something escapes every phase timeout. */
 const WHOLE_RUN_LIMIT_MS = 10 * 60_000;
 /** Settings that change what is measured (see README, "Finding out why"). */
-const DIAGNOSTIC_ENV = ['BENCH_SIGNALBOX_DIST', 'BENCH_SIGNALBOX_LIMITS', 'BENCH_CPU_PROF', 'BENCH_BRIDGE_SETTINGS', 'BENCH_BRIDGE_MOSQUITTO_CONF'];
+const DIAGNOSTIC_ENV = ['BENCH_SIGNALBOX_DIST', 'BENCH_SIGNALBOX_LIMITS', 'BENCH_CPU_PROF', 'BENCH_BRIDGE_SETTINGS', 'BENCH_BRIDGE_MOSQUITTO_CONF', 'BENCH_INFLUX_SETTINGS'];
 
 /**
  * The list of steps: one (broker, phase) pair each, every one in a fresh broker process; the
@@ -143,6 +144,8 @@ async function main() {
   const tls = options.phases.includes('tls') ? await runTls(options, meta) : undefined;
   // The auth phase (auth-connect.js) starts its own signalbox children, with and without the credential cache.
   const auth = options.phases.includes('auth') && options.brokers.includes('signalbox') ? { meta: { ...meta }, ...(await runAuth(options)) } : undefined;
+  // The influx job (influx-job.js) starts its own processes too: VictoriaMetrics and a signalbox child.
+  const influx = options.phases.includes('influx') ? await runInflux(options, meta) : undefined;
 
   const outputs = [];
   if (jobs.has('broker')) {
@@ -177,6 +180,11 @@ async function main() {
   if (auth) {
     printAuth(auth);
     outputs.push(['auth', auth]);
+  }
+
+  if (influx) {
+    printInflux(influx);
+    outputs.push(['influx', influx]);
   }
 
   if (outputs.length === 0) {
@@ -221,6 +229,7 @@ async function main() {
   if (bridge && bridgeFailed(bridge)) process.exitCode = 1;
   if (tls && tlsFailed(tls)) process.exitCode = 1;
   if (auth && authFailed(auth)) process.exitCode = 1;
+  if (influx && influxFailed(influx)) process.exitCode = 1;
 }
 
 main().catch((err) => {

@@ -1,4 +1,5 @@
 import { bridgeConnector } from './bridge.js';
+import { influxConnector } from './influx.js';
 import type { ConnectorRegistry, ConnectorType } from './connector.js';
 import { webhookConnector } from './webhook.js';
 
@@ -8,7 +9,7 @@ import { webhookConnector } from './webhook.js';
  */
 export function createConnectorRegistry(extra: readonly ConnectorType[] = []): ConnectorRegistry {
   const registry = new Map<string, ConnectorType>();
-  for (const type of [bridgeConnector, webhookConnector, ...extra] as ConnectorType[]) {
+  for (const type of [bridgeConnector, webhookConnector, influxConnector, ...extra] as ConnectorType[]) {
     if (registry.has(type.type)) throw new Error(`output type "${type.type}" registered twice`);
     registry.set(type.type, type);
   }

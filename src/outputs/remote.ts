@@ -42,7 +42,7 @@ export function remoteActionType<S extends z.ZodObject>(options: {
         );
       }
       if (type !== options.connectorType) {
-        throw new ActionConfigError(`output "${s.output}" is a ${type} output, not a ${options.connectorType}`, ['output'], 'SB_RULE_OUTPUT');
+        throw new ActionConfigError(`output "${s.output}" is a ${type} output, not ${/^[aeiou]/i.test(options.connectorType) ? 'an' : 'a'} ${options.connectorType}`, ['output'], 'SB_RULE_OUTPUT');
       }
       const topic = s.topic === undefined ? undefined : compileSetting(s.topic, ['topic'], ctx.limits);
       return {
