@@ -5,6 +5,8 @@ import type { BrokerConfig, ListenerConfig } from '../config/broker.js';
 import { parseSharedFilter, validateTopicName } from '../topics/validate.js';
 import { Connection } from './connection.js';
 import type { BrokerContext, BrokerStats } from './context.js';
+import { ConnectionGate } from './limits.js';
+import { LimitLog, limitCounters } from './limits-log.js';
 import { createMqttListener } from './listeners/mqtt.js';
 import type { BoundAddress, Listener, ListenerFactory, StreamOrigin } from './listeners/listener.js';
 import { RC } from './reason-codes.js';
@@ -83,17 +85,19 @@ export function createBroker(config: BrokerConfig, deps: BrokerDeps): Broker {
     protocolErrors: 0,
     messagesReceived: 0,
     messagesRouted: 0,
-    droppedQueueFull: 0,
     droppedExpired: 0,
     droppedTooLarge: 0,
     publishHookErrors: 0,
+    ...limitCounters(),
   };
+  const limitHits = new LimitLog(stats, log, clock);
 
   const sessionEvents = {
-    dropped(session: Session, reason: 'queue-full' | 'expired' | 'too-large', delivery: Delivery) {
+    dropped(session: Session, reason: 'queue-full' | 'send-buffer' | 'expired' | 'too-large', delivery: Delivery) {
       if (reason === 'queue-full') {
-        stats.droppedQueueFull++;
-        log.warn({ clientId: session.clientId, topic: delivery.message.topic, maxQueued: config.limits.maxQueued }, 'queue full: dropped the oldest queued message');
+        limitHits.hit('droppedQueueFull', session.clientId);
+      } else if (reason === 'send-buffer') {
+        limitHits.hit('droppedSendBuffer', session.clientId);
       } else if (reason === 'expired') {
         stats.droppedExpired++;
       } else {
@@ -149,13 +153,19 @@ export function createBroker(config: BrokerConfig, deps: BrokerDeps): Broker {
     sessions: new Map(),
     connections: new Set(),
     subscriptions: new SubscriptionIndex(),
-    retained: new RetainedStore(),
+    retained: new RetainedStore(config.limits.maxRetained, config.limits.maxRetainedBytes),
     persistence,
     stats,
+    limitHits,
+    gate: new ConnectionGate(config.limits, () => clock.now()),
     closing: false,
 
     accept(message, publisher) {
-      if (message.retain) {
+      if (message.retain && !ctx.retained.admits(message)) {
+        // Over maxRetained / maxRetainedBytes a new topic is not retained; the message is
+        // still routed and acknowledged (as EMQX does), and the refusal counted and logged.
+        limitHits.hit('retainedRefused', publisher.clientId);
+      } else if (message.retain) {
         if (persistence) {
           // The live retained message changes only once the new one is on disk, so a refused
           // publish (storage full) never serves a value a restart would take back.
@@ -273,6 +283,13 @@ export function createBroker(config: BrokerConfig, deps: BrokerDeps): Broker {
       stream.destroy();
       return;
     }
+    // Refused before any byte is read: no CONNACK, since the protocol level is not known yet.
+    const refusal = ctx.gate.admit(origin.address, ctx.connections.size);
+    if (refusal !== undefined) {
+      limitHits.hit(refusal, origin.remote);
+      stream.destroy();
+      return;
+    }
     ctx.connections.add(new Connection(ctx, stream, origin));
   }
 
@@ -304,6 +321,7 @@ export function createBroker(config: BrokerConfig, deps: BrokerDeps): Broker {
       for (const conn of [...ctx.connections]) conn.disconnect(RC.serverShuttingDown);
       await stopped;
       await Promise.allSettled([...pendingHooks]);
+      limitHits.close();
       for (const session of ctx.sessions.values()) {
         if (session.expiryTimer) clock.clearTimeout(session.expiryTimer);
         if (session.pendingWill) clock.clearTimeout(session.pendingWill.timer);

@@ -100,6 +100,9 @@ export class Connection implements Sender {
   /** Inbound QoS 2 packet ids whose PUBREC is still waiting for the publish hook. */
   readonly pendingQos2 = new Set<number>();
   keepaliveMs = 0;
+  /** See {@link Sender.congested}: set when the send buffer passes maxSendBufferBytes, cleared when it drains. */
+  congested = false;
+  private slowTimer: TimerHandle | undefined;
   private lastSeen: number;
   private keepaliveTimer: TimerHandle | undefined;
   private connectTimer: TimerHandle | undefined;
@@ -130,7 +133,7 @@ export class Connection implements Sender {
     // [MQTT-3.1.4-1] a connection that sends no CONNECT in time is closed.
     this.connectTimer = ctx.clock.setTimeout(() => {
       if (this.state === 'new') {
-        ctx.log.debug({ remote: this.remote }, 'no CONNECT within the connect timeout');
+        ctx.limitHits.hit('connectTimeouts', this.remote);
         this.destroy();
       }
     }, ctx.config.connectTimeoutMs);
@@ -148,6 +151,7 @@ export class Connection implements Sender {
 
   connected(): void {
     this.state = 'connected';
+    this.ctx.gate.release(this.origin.address);
     if (this.connectTimer) this.ctx.clock.clearTimeout(this.connectTimer);
     this.connectTimer = undefined;
     this.armKeepalive();
@@ -159,6 +163,7 @@ export class Connection implements Sender {
       this.sawFirstByte = true;
       // [MQTT-3.1.0-1] anything but CONNECT first is closed at once, before any body is read.
       if (chunk[0]! >> 4 !== 1) {
+        this.ctx.stats.protocolErrors++;
         this.ctx.log.debug({ remote: this.remote }, 'first packet is not CONNECT; closing');
         this.destroy();
         return;
@@ -199,14 +204,19 @@ export class Connection implements Sender {
   private readonly onParseError = (err: Error): void => {
     if (this.state === 'closed') return;
     const reasonCode = err instanceof PacketError || err instanceof FrameError ? err.reasonCode : RC.malformedPacket;
-    this.ctx.stats.protocolErrors++;
     if (this.state === 'new' && err.message === 'Invalid protocol version') {
+      this.ctx.stats.protocolErrors++;
       // [MQTT-3.1.2-2] an unsupported protocol level gets CONNACK 0x01, then the close.
       this.out(mqttPacket.generate({ cmd: 'connack', sessionPresent: false, returnCode: 1 }, this.genOpts));
       this.ctx.stats.connectionsRejected++;
       return this.end();
     }
-    this.ctx.log.info({ clientId: this.clientId || undefined, remote: this.remote, reason: err.message }, 'malformed packet; closing the connection');
+    if (reasonCode === RC.packetTooLarge) {
+      // Hostile senders repeat this; counted and logged at most once per interval.
+      this.ctx.limitHits.hit('packetsTooLarge', this.clientId || this.remote);
+    } else {
+      this.ctx.log.info({ clientId: this.clientId || undefined, remote: this.remote, reason: err.message }, 'malformed packet; closing the connection');
+    }
     this.protocolError(reasonCode, err.message);
   };
 
@@ -249,16 +259,44 @@ export class Connection implements Sender {
 
   /**
    * Hot path: everything written in one tick leaves in one writev (cork now, uncork on the
-   * next tick) instead of one system call per packet.
+   * next tick) instead of one system call per packet. `payload`, when given, follows `buf`
+   * without being copied into it.
    */
-  private out(buf: Buffer): void {
+  private out(buf: Buffer, payload?: Buffer): void {
     if (!this.corked) {
       this.corked = true;
       this.stream.cork();
       process.nextTick(this.uncork);
     }
     this.stream.write(buf);
+    if (payload !== undefined) this.stream.write(payload);
+    if (!this.congested && this.stream.writableLength > this.ctx.config.limits.maxSendBufferBytes) this.becameCongested();
   }
+
+  /**
+   * The client is not reading as fast as messages come: until the stream drains, QoS 0 is
+   * dropped and QoS 1/2 waits in the session queue (see Session.deliver). If it has not
+   * drained within slowConsumerTimeoutMs, the client is disconnected (MQTT 5: 0x97), so a
+   * stalled reader holds at most maxSendBufferBytes (plus what is in flight) for that long.
+   */
+  private becameCongested(): void {
+    this.congested = true;
+    this.stream.once('drain', this.onDrain);
+    this.slowTimer = this.ctx.clock.setTimeout(() => {
+      this.slowTimer = undefined;
+      if (this.state === 'closed' || !this.congested) return;
+      this.ctx.limitHits.hit('slowConsumersDisconnected', this.clientId || this.remote);
+      this.disconnect(RC.quotaExceeded, 'send buffer did not drain in time');
+    }, this.ctx.config.limits.slowConsumerTimeoutMs);
+  }
+
+  /** Everything written has left: sending resumes, starting with what the session queued meanwhile. */
+  private readonly onDrain = (): void => {
+    this.congested = false;
+    if (this.slowTimer) this.ctx.clock.clearTimeout(this.slowTimer);
+    this.slowTimer = undefined;
+    if (this.state === 'connected' && this.session?.sender === this) this.session.pump();
+  };
 
   /** Writes one packet (no-op once closed). */
   write(packet: Packet): void {
@@ -276,8 +314,7 @@ export class Connection implements Sender {
       const { header, size } = encodePublishHeader(m.topic, delivery.qos, delivery.retain, dup, packetId, m.payload.length, v5);
       // [MQTT-3.1.2-24] never send a packet larger than the client's Maximum Packet Size.
       if (size > this.maxPacketSizeOut) return false;
-      this.out(header);
-      if (m.payload.length > 0) this.stream.write(m.payload);
+      this.out(header, m.payload.length > 0 ? m.payload : undefined);
       return true;
     }
     let topic = m.topic;
@@ -355,10 +392,13 @@ export class Connection implements Sender {
   destroy(): void {
     if (this.state === 'closed') return;
     const wasConnected = this.state === 'connected';
+    if (this.state === 'new') this.ctx.gate.release(this.origin.address);
     this.state = 'closed';
     if (this.connectTimer) this.ctx.clock.clearTimeout(this.connectTimer);
     if (this.keepaliveTimer) this.ctx.clock.clearTimeout(this.keepaliveTimer);
-    this.connectTimer = this.keepaliveTimer = undefined;
+    if (this.slowTimer) this.ctx.clock.clearTimeout(this.slowTimer);
+    this.connectTimer = this.keepaliveTimer = this.slowTimer = undefined;
+    this.stream.off('drain', this.onDrain);
     this.parser.removeAllListeners('packet');
     this.stream.off('data', this.onData);
     if (!this.stream.writableEnded) this.stream.destroy();

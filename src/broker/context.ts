@@ -2,20 +2,24 @@ import type { Logger } from 'pino';
 import type { Clock } from '../clock.js';
 import type { BrokerConfig } from '../config/broker.js';
 import type { Connection } from './connection.js';
+import type { ConnectionGate } from './limits.js';
+import type { LimitCounters, LimitLog } from './limits-log.js';
 import type { BrokerPersistence } from './persistence.js';
 import type { RetainedStore } from './retained.js';
 import type { Session } from './session.js';
 import type { SubscriptionIndex } from './subscriptions.js';
 import type { Message, PublisherInfo } from './types.js';
 
-/** Counters the broker keeps; exposed for logs, status output and metrics. */
-export interface BrokerStats {
+/**
+ * Counters the broker keeps; exposed for logs, status output and metrics. The limit counters
+ * (see {@link LimitCounters}) count every time a configured limit was hit.
+ */
+export interface BrokerStats extends LimitCounters {
   connectionsAccepted: number;
   connectionsRejected: number;
   protocolErrors: number;
   messagesReceived: number;
   messagesRouted: number;
-  droppedQueueFull: number;
   droppedExpired: number;
   droppedTooLarge: number;
   publishHookErrors: number;
@@ -36,6 +40,10 @@ export interface BrokerContext {
   /** Durable storage of retained messages and persistent sessions; undefined = memory only. */
   readonly persistence: BrokerPersistence | undefined;
   readonly stats: BrokerStats;
+  /** Counts a limit hit in `stats` and logs it, at most one warning per interval. */
+  readonly limitHits: LimitLog;
+  /** Connection caps checked at accept; a connection leaves it (release) at CONNECT or close. */
+  readonly gate: ConnectionGate;
   /** True once close() began: new connections are refused. */
   readonly closing: boolean;
   /**
