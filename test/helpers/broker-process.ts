@@ -24,7 +24,8 @@ process.on('message', async (m) => {
     globalThis.gc();
     await new Promise((r) => setTimeout(r, 20));
     globalThis.gc();
-    process.send({ type: 'stats', id: m.id, stats: { ...broker.stats }, connections: broker.connectionCount, heapUsed: process.memoryUsage().heapUsed });
+    const mem = process.memoryUsage();
+    process.send({ type: 'stats', id: m.id, stats: { ...broker.stats }, connections: broker.connectionCount, heapUsed: mem.heapUsed, arrayBuffers: mem.arrayBuffers });
   } else if (m.type === 'close') {
     await broker.close();
     process.exit(0);
@@ -37,7 +38,10 @@ process.send({ type: 'ready', port: address.port });
 export interface BrokerSample {
   stats: BrokerStats;
   connections: number;
+  /** JS heap in use after two GCs, in bytes. */
   heapUsed: number;
+  /** Memory of Buffers and ArrayBuffers after two GCs (payloads, socket write queues), in bytes. */
+  arrayBuffers: number;
   /** Resident set size from /proc/<pid>/status, in bytes. */
   rss: number;
   /** Open file descriptors, from /proc/<pid>/fd. */
@@ -76,8 +80,9 @@ export async function startBrokerProcess(config: BrokerConfigInput = {}): Promis
   const child: ChildProcess = fork(script, [JSON.stringify(full)], { execArgv: ['--expose-gc'], stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
   const cleanup = () => rmSync(dir, { recursive: true, force: true });
   let nextId = 0;
-  const waiting = new Map<number, (m: { stats: BrokerStats; connections: number; heapUsed: number }) => void>();
-  child.on('message', (m: { type: string; id?: number; stats: BrokerStats; connections: number; heapUsed: number }) => {
+  type Reply = { stats: BrokerStats; connections: number; heapUsed: number; arrayBuffers: number };
+  const waiting = new Map<number, (m: Reply) => void>();
+  child.on('message', (m: Reply & { type: string; id?: number }) => {
     if (m.type === 'stats') waiting.get(m.id!)?.(m);
   });
   const port = await new Promise<number>((resolve, reject) => {
@@ -107,7 +112,7 @@ export async function startBrokerProcess(config: BrokerConfigInput = {}): Promis
         waiting.set(id, (m) => {
           clearTimeout(timer);
           waiting.delete(id);
-          resolve({ stats: m.stats, connections: m.connections, heapUsed: m.heapUsed, rss: rssOf(pid), fds: fdsOf(pid) });
+          resolve({ stats: m.stats, connections: m.connections, heapUsed: m.heapUsed, arrayBuffers: m.arrayBuffers, rss: rssOf(pid), fds: fdsOf(pid) });
         });
         child.send({ type: 'stats', id });
       });
