@@ -2,8 +2,11 @@ import Database from 'better-sqlite3';
 import type { MqttClient } from 'mqtt';
 import { afterEach, describe, expect, test } from 'vitest';
 import type { Broker } from '../../src/broker/broker.js';
-import type { BrokerConfigInput } from '../../src/config/broker.js';
-import { startEngine, type TestEngine } from '../helpers/engine.js';
+import { parseBrokerConfig, type BrokerConfigInput } from '../../src/config/broker.js';
+import { ConfigError, type ConfigIssue } from '../../src/config/issues.js';
+import { loadProject } from '../../src/config/load.js';
+import { createOutputRegistry } from '../../src/outputs/registry.js';
+import { startEngine, writeProject, type TestEngine } from '../helpers/engine.js';
 import { FakeClock } from '../helpers/fake-clock.js';
 import { collect, connect, nextMessage, noMessage, startBroker, type TestBroker } from '../helpers/mqtt.js';
 import { openRaw, type RawClient } from '../helpers/raw-client.js';
@@ -222,5 +225,48 @@ describe('retained messages', () => {
     await pub.publishAsync('r/d', 'x', { qos: 1, retain: true });
     expect(te.engine.broker.stats.retainedRefused).toBe(2);
     expect(Object.keys(await retainedSeen(te, 2)).sort()).toEqual(['r/a', 'r/c']);
+  });
+});
+
+describe('limits in signalbox.yaml', () => {
+  /** Loads a config whose `broker.limits` is `limits` (YAML flow text); returns the issues, or throws if it loads. */
+  function issuesOf(limits: string): { issues: ConfigIssue[]; text: string; file: string } {
+    const text = `broker:\n  listeners: [{ type: mqtt, host: 127.0.0.1, port: 0 }]\n  limits: ${limits}\n`;
+    const project = writeProject({ config: text });
+    try {
+      loadProject(project.configFile, { explicit: true, registry: createOutputRegistry(), env: {} });
+    } catch (err) {
+      if (!(err instanceof ConfigError)) throw err;
+      return { issues: err.issues, text, file: project.configFile };
+    } finally {
+      project.cleanup();
+    }
+    throw new Error(`limits ${limits} were accepted`);
+  }
+
+  test.each([
+    { limits: '{ maxConnections: 0 }', value: '0 }', message: /maxConnections|>=1|too small/i },
+    { limits: '{ maxPendingConnectionsPerIp: 1.5 }', value: '1.5', message: /int/i },
+    { limits: '{ maxConnectRatePerIp: "fast" }', value: '"fast"', message: /number/i },
+    { limits: '{ maxRetained: -1 }', value: '-1', message: /too small|>=1/i },
+    { limits: '{ maxRetainedBytes: lots }', value: 'lots', message: /maxRetainedBytes must be a size/ },
+    { limits: '{ maxSendBufferBytes: 1KiB }', value: '1KiB', message: /at least 64KiB/ },
+    { limits: '{ slowConsumerTimeoutMs: 0 }', value: '0 }', message: /too small|>=1/i },
+    { limits: '{ maxConections: 10 }', value: 'maxConections', message: /maxConections/ },
+  ])('$limits is SB_CONFIG_SCHEMA at the value', ({ limits, value, message }) => {
+    const { issues, text, file } = issuesOf(limits);
+    expect(issues, issues.map((i) => `${i.line}:${i.col} ${i.code} ${i.message}`).join('\n')).toHaveLength(1);
+    const at = text.indexOf(value, text.indexOf('limits:'));
+    const line = text.slice(0, at).split('\n').length;
+    const col = at - text.lastIndexOf('\n', at - 1);
+    expect(issues[0]).toMatchObject({ code: 'SB_CONFIG_SCHEMA', line, col });
+    expect(issues[0]!.file).toContain(file.split('/').pop());
+    expect(issues[0]!.message).toMatch(message);
+  });
+
+  test('every limit has a finite default', () => {
+    const limits = parseBrokerConfig({}).limits;
+    for (const [name, value] of Object.entries(limits)) expect(Number.isFinite(value), name).toBe(true);
+    expect(limits).toMatchObject({ maxConnections: 10_000, maxPendingConnectionsPerIp: 100, maxConnectRatePerIp: 100, maxRetained: 100_000, maxRetainedBytes: 64 * 1024 * 1024, maxSendBufferBytes: 4 * 1024 * 1024, slowConsumerTimeoutMs: 30_000 });
   });
 });
