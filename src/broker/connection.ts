@@ -103,6 +103,7 @@ export class Connection implements Sender {
   /** See {@link Sender.congested}: set when the send buffer passes maxSendBufferBytes, cleared when it drains. */
   congested = false;
   private slowTimer: TimerHandle | undefined;
+  private readonly maxSendBufferBytes: number;
   private lastSeen: number;
   private keepaliveTimer: TimerHandle | undefined;
   private connectTimer: TimerHandle | undefined;
@@ -122,6 +123,7 @@ export class Connection implements Sender {
     this.remote = origin.remote;
     this.lastSeen = ctx.clock.now();
     this.receiveMaximum = ctx.config.limits.maxInflight;
+    this.maxSendBufferBytes = ctx.config.limits.maxSendBufferBytes;
     this.parser = mqttPacket.parser({ protocolVersion: 4 });
     hardenParser(this.parser);
     this.framer = new PacketFramer(ctx.config.limits.maxPacketSize);
@@ -270,14 +272,15 @@ export class Connection implements Sender {
     }
     this.stream.write(buf);
     if (payload !== undefined) this.stream.write(payload);
-    if (!this.congested && this.stream.writableLength > this.ctx.config.limits.maxSendBufferBytes) this.becameCongested();
+    if (!this.congested && this.stream.writableLength > this.maxSendBufferBytes) this.becameCongested();
   }
 
   /**
    * The client is not reading as fast as messages come: until the stream drains, QoS 0 is
-   * dropped and QoS 1/2 waits in the session queue (see Session.deliver). If it has not
-   * drained within slowConsumerTimeoutMs, the client is disconnected (MQTT 5: 0x97), so a
-   * stalled reader holds at most maxSendBufferBytes (plus what is in flight) for that long.
+   * dropped and QoS 1/2 waits in the session queue (see Session.deliver). If its buffer is
+   * still over the cap after slowConsumerTimeoutMs, the client is disconnected (MQTT 5:
+   * 0x97), so a stalled reader holds at most maxSendBufferBytes (plus what is in flight) for
+   * that long.
    */
   private becameCongested(): void {
     this.congested = true;
@@ -285,14 +288,17 @@ export class Connection implements Sender {
     this.slowTimer = this.ctx.clock.setTimeout(() => {
       this.slowTimer = undefined;
       if (this.state === 'closed' || !this.congested) return;
+      // Read down below the cap without emptying (so no 'drain' yet): slow, not stalled.
+      if (this.stream.writableLength <= this.maxSendBufferBytes) return this.onDrain();
       this.ctx.limitHits.hit('slowConsumersDisconnected', this.clientId || this.remote);
       this.disconnect(RC.quotaExceeded, 'send buffer did not drain in time');
     }, this.ctx.config.limits.slowConsumerTimeoutMs);
   }
 
-  /** Everything written has left: sending resumes, starting with what the session queued meanwhile. */
+  /** The send buffer drained: sending resumes, starting with what the session queued meanwhile. */
   private readonly onDrain = (): void => {
     this.congested = false;
+    this.stream.off('drain', this.onDrain);
     if (this.slowTimer) this.ctx.clock.clearTimeout(this.slowTimer);
     this.slowTimer = undefined;
     if (this.state === 'connected' && this.session?.sender === this) this.session.pump();

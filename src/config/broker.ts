@@ -110,7 +110,7 @@ export const limitsSchema = z
     slowConsumerTimeoutMs: z
       .number().int().min(1)
       .default(DEFAULT_SLOW_CONSUMER_TIMEOUT_MS)
-      .describe(`A client whose send buffer went over maxSendBufferBytes and has not drained within this many milliseconds is disconnected (MQTT 5: DISCONNECT 0x97). Default ${DEFAULT_SLOW_CONSUMER_TIMEOUT_MS}.`),
+      .describe(`A client whose send buffer went over maxSendBufferBytes and is still over it this many milliseconds later is disconnected (MQTT 5: DISCONNECT 0x97). Default ${DEFAULT_SLOW_CONSUMER_TIMEOUT_MS}.`),
   })
   .strict();
 

@@ -222,8 +222,9 @@ async function publisher(port: number, size: number) {
 
 /**
  * Memory the broker holds after two GCs: JS heap plus Buffers (payloads, socket write queues).
- * This is what a slow consumer would make grow; RSS also keeps memory the allocator has not
- * returned to the OS after a burst, so it is checked against a looser bound only.
+ * This is what a slow consumer would make grow (without maxSendBufferBytes the QoS 0 flood
+ * below grows it by 80 MiB). RSS also keeps what the allocator has not returned to the OS
+ * after tens of MB of churn, 20-65 MiB here, so it is checked against a loose bound only.
  */
 function retained(s: BrokerSample): number {
   return s.heapUsed + s.arrayBuffers;
@@ -263,7 +264,7 @@ describe('slow consumers', () => {
     console.info(`slow QoS 1 consumer: 10 x ${total} delivered in ${elapsed} ms; broker ${memory(before, after)}`);
     // Keeping all 98,900 dropped messages (512 B payloads) would hold over 50 MB.
     expect((retained(after) - retained(before)) / MiB).toBeLessThan(10);
-    expect((after.rss - before.rss) / MiB).toBeLessThan(64);
+    expect((after.rss - before.rss) / MiB).toBeLessThan(100);
 
     // Once it reads again it gets its window, then the newest 1,000: the oldest were dropped.
     slow.socket.resume();
@@ -301,7 +302,7 @@ describe('slow consumers', () => {
     // The kernel's socket buffers take a few MB and the broker 4 MiB; the other ~50 MB are dropped.
     expect(dropped).toBeGreaterThan(total / 2);
     expect((retained(after) - retained(before)) / MiB).toBeLessThan(4 + 6);
-    expect((after.rss - before.rss) / MiB).toBeLessThan(64);
+    expect((after.rss - before.rss) / MiB).toBeLessThan(100);
     expect(after.stats.slowConsumersDisconnected).toBe(0); // 30 s have not passed
     expect(slow.received).toBe(0);
   }, 60_000);
