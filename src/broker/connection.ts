@@ -382,6 +382,9 @@ export class Connection implements Sender {
     this.ctx.stats.protocolErrors++;
     this.ctx.log.debug({ clientId: this.clientId, remote: this.remote, reasonCode, reason }, 'protocol error');
     this.disconnect(reasonCode, reason);
+    // Read nothing more while the DISCONNECT flushes: a client streaming garbage (a 250 MB
+    // body, say) would otherwise be read and thrown away at full speed until the close.
+    this.stream.pause();
   }
 
   /** Flushes what was written, then closes. */
