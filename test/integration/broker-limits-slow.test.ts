@@ -307,6 +307,25 @@ describe('slow consumers', () => {
     expect(slow.received).toBe(0);
   }, 60_000);
 
+  test('QoS 1 messages to a subscriber whose send buffer is over the cap wait in its queue and all arrive, in order, once it reads again', async () => {
+    const count = 400;
+    const b = await brokerProcess({ limits: { maxSendBufferBytes: '256KiB' } });
+    const pub = await publisher(b.port, 32 * 1024);
+    const slow = await subscriber(b.port, 'slow', 1, { paused: true });
+    // 12.5 MB, far more than the socket buffers and the 256 KiB cap hold.
+    await pub.qos1(0, count, 100, 20_000);
+    const meanwhile = await b.sample();
+    expect(slow.received).toBe(0);
+    slow.socket.resume();
+    await slow.until(count, 20_000);
+    expect(slow.inOrder).toBe(true);
+    const after = await b.sample();
+    expect(after.stats.droppedQueueFull).toBe(0);
+    expect(after.stats.droppedSendBuffer).toBe(0);
+    expect(after.stats.slowConsumersDisconnected).toBe(0);
+    console.info(`congested QoS 1 subscriber: ${count} x 32 KiB queued and delivered; broker ${memory(meanwhile, after)}`);
+  }, 60_000);
+
   test('a subscriber whose send buffer does not drain within slowConsumerTimeoutMs is disconnected and counted; the others carry on', async () => {
     const size = 1024;
     const b = await brokerProcess({ limits: { maxSendBufferBytes: '1MiB', slowConsumerTimeoutMs: 500 } });
