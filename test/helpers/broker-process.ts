@@ -35,6 +35,7 @@ process.on('disconnect', () => process.exit(0));
 process.send({ type: 'ready', port: address.port });
 `;
 
+/** What the broker child reports, and what /proc says about it, at one moment. */
 export interface BrokerSample {
   stats: BrokerStats;
   connections: number;
@@ -48,6 +49,7 @@ export interface BrokerSample {
   fds: number;
 }
 
+/** A broker running alone in a child process; see {@link startBrokerProcess}. */
 export interface BrokerProcess {
   readonly pid: number;
   readonly port: number;
