@@ -16,10 +16,11 @@ export const RULE_ID = 'bench-temperature';
 /**
  * Broker limits for the rules job. Aedes queues without bound; with signalbox's defaults
  * (maxInflight 100, maxQueued 1000 per client) a subscriber slower than four flooding
- * publishers gets its oldest queued messages dropped by design. Raised so both sides run
- * without drops and throughput compares like with like.
+ * publishers gets its oldest queued messages dropped by design, and its QoS 0 messages once
+ * 4 MiB wait in its send buffer (maxSendBufferBytes). Raised so both sides run without
+ * drops and throughput compares like with like.
  */
-export const RULES_LIMITS = { maxInflight: 65_535, maxQueued: 1_000_000 };
+export const RULES_LIMITS = { maxInflight: 65_535, maxQueued: 1_000_000, maxSendBufferBytes: '1GiB' };
 
 /** Rules per file: the loader refuses files over 1 MiB, and 10,000 rules do not fit in one. */
 const RULES_PER_FILE = 1_000;

@@ -10,6 +10,8 @@ import type { UserTable } from './auth-users.js';
 import { Connection } from './connection.js';
 import type { BrokerContext, BrokerStats } from './context.js';
 import type { BoundAddress, Listener, ListenerContext, ListenerFactory, StreamOrigin } from './listeners/listener.js';
+import { ConnectionGate } from './limits.js';
+import { LimitLog, limitCounters } from './limits-log.js';
 import { createMqttListener } from './listeners/mqtt.js';
 import { createMqttsListener } from './listeners/mqtts.js';
 import { createWsListener } from './listeners/ws.js';
@@ -107,7 +109,6 @@ export function createBroker(config: BrokerConfig, deps: BrokerDeps): Broker {
     protocolErrors: 0,
     messagesReceived: 0,
     messagesRouted: 0,
-    droppedQueueFull: 0,
     droppedExpired: 0,
     droppedTooLarge: 0,
     publishHookErrors: 0,
@@ -117,15 +118,18 @@ export function createBroker(config: BrokerConfig, deps: BrokerDeps): Broker {
     publishDenied: 0,
     subscribeDenied: 0,
     deliveriesDenied: 0,
+    ...limitCounters(),
   };
+  const limitHits = new LimitLog(stats, log, clock);
 
   const sessionEvents = {
-    dropped(session: Session, reason: 'queue-full' | 'expired' | 'too-large' | 'denied', delivery: Delivery) {
+    dropped(session: Session, reason: 'queue-full' | 'send-buffer' | 'expired' | 'too-large' | 'denied', delivery: Delivery) {
       if (reason === 'denied') {
         stats.deliveriesDenied++;
       } else if (reason === 'queue-full') {
-        stats.droppedQueueFull++;
-        log.warn({ clientId: session.clientId, topic: delivery.message.topic, maxQueued: config.limits.maxQueued }, 'queue full: dropped the oldest queued message');
+        limitHits.hit('droppedQueueFull', session.clientId);
+      } else if (reason === 'send-buffer') {
+        limitHits.hit('droppedSendBuffer', session.clientId);
       } else if (reason === 'expired') {
         stats.droppedExpired++;
       } else {
@@ -181,15 +185,21 @@ export function createBroker(config: BrokerConfig, deps: BrokerDeps): Broker {
     sessions: new Map(),
     connections: new Set(),
     subscriptions: new SubscriptionIndex(),
-    retained: new RetainedStore(),
+    retained: new RetainedStore(config.limits.maxRetained, config.limits.maxRetainedBytes),
     persistence,
     stats,
     auth: new Authenticator(config.auth, deps.users, { clock, log, throttle: deps.loginThrottle }),
     acl: config.acl ? new AccessControl(config.acl) : undefined,
+    limitHits,
+    gate: new ConnectionGate(config.limits, () => clock.now()),
     closing: false,
 
     accept(message, publisher) {
-      if (message.retain) {
+      if (message.retain && !ctx.retained.admits(message)) {
+        // Over maxRetained / maxRetainedBytes a new topic is not retained; the message is
+        // still routed and acknowledged (as EMQX does), and the refusal counted and logged.
+        limitHits.hit('retainedRefused', publisher.clientId);
+      } else if (message.retain) {
         if (persistence) {
           // The live retained message changes only once the new one is on disk, so a refused
           // publish (storage full) never serves a value a restart would take back.
@@ -310,6 +320,13 @@ export function createBroker(config: BrokerConfig, deps: BrokerDeps): Broker {
       stream.destroy();
       return;
     }
+    // Refused before any byte is read: no CONNACK, since the protocol level is not known yet.
+    const refusal = ctx.gate.admit(origin.address, ctx.connections.size);
+    if (refusal !== undefined) {
+      limitHits.hit(refusal, origin.remote);
+      stream.destroy();
+      return;
+    }
     ctx.connections.add(new Connection(ctx, stream, origin));
   }
 
@@ -358,6 +375,7 @@ export function createBroker(config: BrokerConfig, deps: BrokerDeps): Broker {
       for (const conn of [...ctx.connections]) conn.disconnect(RC.serverShuttingDown);
       await stopped;
       if (pendingHooks > 0) await new Promise<void>((resolve) => (hooksSettled = resolve));
+      limitHits.close();
       for (const session of ctx.sessions.values()) {
         if (session.expiryTimer) clock.clearTimeout(session.expiryTimer);
         if (session.pendingWill) clock.clearTimeout(session.pendingWill.timer);

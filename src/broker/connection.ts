@@ -108,6 +108,10 @@ export class Connection implements Sender {
   keepaliveMs = 0;
   /** Packets that arrived while CONNECT awaits its credential check; replayed once it is done. */
   private held: Packet[] | undefined;
+  /** See {@link Sender.congested}: set when the send buffer passes maxSendBufferBytes, cleared when it drains. */
+  congested = false;
+  private slowTimer: TimerHandle | undefined;
+  private readonly maxSendBufferBytes: number;
   private lastSeen: number;
   private keepaliveTimer: TimerHandle | undefined;
   private connectTimer: TimerHandle | undefined;
@@ -127,6 +131,7 @@ export class Connection implements Sender {
     this.remote = origin.remote;
     this.lastSeen = ctx.clock.now();
     this.receiveMaximum = ctx.config.limits.maxInflight;
+    this.maxSendBufferBytes = ctx.config.limits.maxSendBufferBytes;
     this.parser = mqttPacket.parser({ protocolVersion: 4 });
     hardenParser(this.parser);
     this.framer = new PacketFramer(ctx.config.limits.maxPacketSize);
@@ -138,7 +143,7 @@ export class Connection implements Sender {
     // [MQTT-3.1.4-1] a connection that sends no CONNECT in time is closed.
     this.connectTimer = ctx.clock.setTimeout(() => {
       if (this.state === 'new') {
-        ctx.log.debug({ remote: this.remote }, 'no CONNECT within the connect timeout');
+        ctx.limitHits.hit('connectTimeouts', this.remote);
         this.destroy();
       }
     }, ctx.config.connectTimeoutMs);
@@ -156,6 +161,7 @@ export class Connection implements Sender {
 
   connected(): void {
     this.state = 'connected';
+    this.ctx.gate.release(this.origin.address);
     if (this.connectTimer) this.ctx.clock.clearTimeout(this.connectTimer);
     this.connectTimer = undefined;
     this.armKeepalive();
@@ -167,6 +173,7 @@ export class Connection implements Sender {
       this.sawFirstByte = true;
       // [MQTT-3.1.0-1] anything but CONNECT first is closed at once, before any body is read.
       if (chunk[0]! >> 4 !== 1) {
+        this.ctx.stats.protocolErrors++;
         this.ctx.log.debug({ remote: this.remote }, 'first packet is not CONNECT; closing');
         this.destroy();
         return;
@@ -232,7 +239,12 @@ export class Connection implements Sender {
       this.ctx.stats.connectionsRejected++;
       return this.end();
     }
-    this.ctx.log.info({ clientId: this.clientId || undefined, remote: this.remote, reason: err.message }, 'malformed packet; closing the connection');
+    if (reasonCode === RC.packetTooLarge) {
+      // Hostile senders repeat this; counted and logged at most once per interval.
+      this.ctx.limitHits.hit('packetsTooLarge', this.clientId || this.remote);
+    } else {
+      this.ctx.log.info({ clientId: this.clientId || undefined, remote: this.remote, reason: err.message }, 'malformed packet; closing the connection');
+    }
     this.protocolError(reasonCode, err.message);
   };
 
@@ -275,16 +287,48 @@ export class Connection implements Sender {
 
   /**
    * Hot path: everything written in one tick leaves in one writev (cork now, uncork on the
-   * next tick) instead of one system call per packet.
+   * next tick) instead of one system call per packet. `payload`, when given, follows `buf`
+   * without being copied into it.
    */
-  private out(buf: Buffer): void {
+  private out(buf: Buffer, payload?: Buffer): void {
     if (!this.corked) {
       this.corked = true;
       this.stream.cork();
       process.nextTick(this.uncork);
     }
     this.stream.write(buf);
+    if (payload !== undefined) this.stream.write(payload);
+    if (!this.congested && this.stream.writableLength > this.maxSendBufferBytes) this.becameCongested();
   }
+
+  /**
+   * The client is not reading as fast as messages come: until the stream drains, QoS 0 is
+   * dropped and QoS 1/2 waits in the session queue (see Session.deliver). If its buffer is
+   * still over the cap after slowConsumerTimeoutMs, the client is disconnected (MQTT 5:
+   * 0x97), so a stalled reader holds at most maxSendBufferBytes (plus what is in flight) for
+   * that long.
+   */
+  private becameCongested(): void {
+    this.congested = true;
+    this.stream.once('drain', this.onDrain);
+    this.slowTimer = this.ctx.clock.setTimeout(() => {
+      this.slowTimer = undefined;
+      if (this.state === 'closed' || !this.congested) return;
+      // Read down below the cap without emptying (so no 'drain' yet): slow, not stalled.
+      if (this.stream.writableLength <= this.maxSendBufferBytes) return this.onDrain();
+      this.ctx.limitHits.hit('slowConsumersDisconnected', this.clientId || this.remote);
+      this.disconnect(RC.quotaExceeded, 'send buffer did not drain in time');
+    }, this.ctx.config.limits.slowConsumerTimeoutMs);
+  }
+
+  /** The send buffer drained: sending resumes, starting with what the session queued meanwhile. */
+  private readonly onDrain = (): void => {
+    this.congested = false;
+    this.stream.off('drain', this.onDrain);
+    if (this.slowTimer) this.ctx.clock.clearTimeout(this.slowTimer);
+    this.slowTimer = undefined;
+    if (this.state === 'connected' && this.session?.sender === this) this.session.pump();
+  };
 
   /** Writes one packet (no-op once closed). */
   write(packet: Packet): void {
@@ -315,8 +359,7 @@ export class Connection implements Sender {
       const { header, size } = encodePublishHeader(m.topic, delivery.qos, delivery.retain, dup, packetId, m.payload.length, v5);
       // [MQTT-3.1.2-24] never send a packet larger than the client's Maximum Packet Size.
       if (size > this.maxPacketSizeOut) return false;
-      this.out(header);
-      if (m.payload.length > 0) this.stream.write(m.payload);
+      this.out(header, m.payload.length > 0 ? m.payload : undefined);
       return true;
     }
     let topic = m.topic;
@@ -378,6 +421,9 @@ export class Connection implements Sender {
     this.ctx.stats.protocolErrors++;
     this.ctx.log.debug({ clientId: this.clientId, remote: this.remote, reasonCode, reason }, 'protocol error');
     this.disconnect(reasonCode, reason);
+    // Read nothing more while the DISCONNECT flushes: a client streaming garbage (a 250 MB
+    // body, say) would otherwise be read and thrown away at full speed until the close.
+    this.stream.pause();
   }
 
   /** Flushes what was written, then closes. */
@@ -394,10 +440,13 @@ export class Connection implements Sender {
   destroy(): void {
     if (this.state === 'closed') return;
     const wasConnected = this.state === 'connected';
+    if (this.state === 'new') this.ctx.gate.release(this.origin.address);
     this.state = 'closed';
     if (this.connectTimer) this.ctx.clock.clearTimeout(this.connectTimer);
     if (this.keepaliveTimer) this.ctx.clock.clearTimeout(this.keepaliveTimer);
-    this.connectTimer = this.keepaliveTimer = undefined;
+    if (this.slowTimer) this.ctx.clock.clearTimeout(this.slowTimer);
+    this.connectTimer = this.keepaliveTimer = this.slowTimer = undefined;
+    this.stream.off('drain', this.onDrain);
     this.parser.removeAllListeners('packet');
     this.stream.off('data', this.onData);
     if (!this.stream.writableEnded) this.stream.destroy();

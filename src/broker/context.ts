@@ -5,20 +5,25 @@ import type { Authenticator } from './auth.js';
 import type { BrokerConfig } from '../config/broker.js';
 import type { Connection } from './connection.js';
 import type { ListenerStats } from './listeners/listener.js';
+import type { ConnectionGate } from './limits.js';
+import type { LimitCounters, LimitLog } from './limits-log.js';
 import type { BrokerPersistence } from './persistence.js';
 import type { RetainedStore } from './retained.js';
 import type { Session } from './session.js';
 import type { SubscriptionIndex } from './subscriptions.js';
 import type { Message, PublisherInfo } from './types.js';
 
-/** Counters the broker keeps (its listeners' among them); exposed for logs, status output and metrics. */
-export interface BrokerStats extends ListenerStats {
+/**
+ * Counters the broker keeps (its listeners' among them); exposed for logs, status output and
+ * metrics. The limit counters (see {@link LimitCounters}) count every time a configured limit
+ * was hit.
+ */
+export interface BrokerStats extends ListenerStats, LimitCounters {
   connectionsAccepted: number;
   connectionsRejected: number;
   protocolErrors: number;
   messagesReceived: number;
   messagesRouted: number;
-  droppedQueueFull: number;
   droppedExpired: number;
   droppedTooLarge: number;
   publishHookErrors: number;
@@ -51,6 +56,10 @@ export interface BrokerContext {
   readonly auth: Authenticator;
   /** The configured ACL; undefined when none is (everything allowed). */
   readonly acl: AccessControl | undefined;
+  /** Counts a limit hit in `stats` and logs it, at most one warning per interval. */
+  readonly limitHits: LimitLog;
+  /** Connection caps checked at accept; a connection leaves it (release) at CONNECT or close. */
+  readonly gate: ConnectionGate;
   /** True once close() began: new connections are refused. */
   readonly closing: boolean;
   /**

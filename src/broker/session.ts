@@ -45,6 +45,11 @@ export interface Inflight extends Owed {
 export interface Sender {
   /** How many unacknowledged QoS 1/2 messages the client accepts (its Receive Maximum). */
   readonly receiveMaximum: number;
+  /**
+   * True while more than `maxSendBufferBytes` wait to be sent to the client: QoS 0 messages
+   * are dropped and QoS 1/2 stay queued until the connection drains and calls {@link Session.pump}.
+   */
+  readonly congested: boolean;
   /** Writes a PUBLISH. Returns false when the packet exceeds the client's Maximum Packet Size and was not sent. */
   sendPublish(delivery: Delivery, packetId: number, dup: boolean): boolean;
   sendPubrel(packetId: number): void;
@@ -54,7 +59,7 @@ export interface Sender {
 
 /** What the session reports to the broker, for counters and logs. */
 export interface SessionEvents {
-  dropped(session: Session, reason: 'queue-full' | 'expired' | 'too-large' | 'denied', delivery: Delivery): void;
+  dropped(session: Session, reason: 'queue-full' | 'send-buffer' | 'expired' | 'too-large' | 'denied', delivery: Delivery): void;
 }
 
 /**
@@ -117,7 +122,9 @@ export class Session {
 
   /**
    * Delivers one message to this session: sent at once when connected and the client has
-   * room, queued otherwise (QoS 1/2 only), dropped when it expired.
+   * room, queued otherwise (QoS 1/2 only), dropped when it expired. A QoS 0 message to a
+   * client that is not reading (congested) is dropped: a slow consumer never holds up the
+   * others nor grows memory beyond its send buffer cap.
    */
   deliver(delivery: Delivery): void {
     // Hot path: without ACLs this is one branch. Live, retained and queued deliveries all
@@ -131,14 +138,15 @@ export class Session {
     if (delivery.qos === 0) {
       // QoS 0 is never queued for an offline client (as Mosquitto's default).
       if (sender && !this.isExpired(delivery)) {
-        if (!sender.sendPublish(delivery, 0, false)) this.events.dropped(this, 'too-large', delivery);
+        if (sender.congested) this.events.dropped(this, 'send-buffer', delivery);
+        else if (!sender.sendPublish(delivery, 0, false)) this.events.dropped(this, 'too-large', delivery);
       }
       return;
     }
     const owed: Owed = this.stored
       ? { message: delivery.message, qos: delivery.qos, retain: delivery.retain, subscriptionIds: delivery.subscriptionIds, seq: ++this.lastSeq }
       : (delivery as Owed);
-    if (sender && this.queued === 0 && this.inflight.size < sender.receiveMaximum) {
+    if (sender && this.queued === 0 && this.inflight.size < sender.receiveMaximum && !sender.congested) {
       this.sendNew(sender, owed);
       return;
     }
@@ -196,11 +204,11 @@ export class Session {
     if (entry.seq && this.stored) this.store!.saveDelivery(this.clientId, entry);
   }
 
-  /** Moves queued messages into flight while the client has room. */
+  /** Moves queued messages into flight while the client has room (and its send buffer too). */
   pump(): void {
     const sender = this.sender;
     if (!sender) return;
-    while (this.inflight.size < sender.receiveMaximum) {
+    while (this.inflight.size < sender.receiveMaximum && !sender.congested) {
       const next = this.shift();
       if (!next) break;
       this.sendNew(sender, next);

@@ -14,6 +14,14 @@ export const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
 export const DEFAULT_MAX_SESSION_EXPIRY_S = 7 * 24 * 3600;
 export const DEFAULT_MAX_CLIENT_ID_LENGTH = 256;
 export const DEFAULT_MAX_SUBSCRIPTIONS = 1000;
+/** About 9 KiB of memory per idle connection (bench/README.md), so 10,000 take about 90 MiB. */
+export const DEFAULT_MAX_CONNECTIONS = 10_000;
+export const DEFAULT_MAX_PENDING_CONNECTIONS_PER_IP = 100;
+export const DEFAULT_MAX_CONNECT_RATE_PER_IP = 100;
+export const DEFAULT_MAX_RETAINED = 100_000;
+export const DEFAULT_MAX_RETAINED_BYTES = 64 * 1024 * 1024;
+export const DEFAULT_MAX_SEND_BUFFER_BYTES = 4 * 1024 * 1024;
+export const DEFAULT_SLOW_CONSUMER_TIMEOUT_MS = 30_000;
 
 const size = (what: string) =>
   z
@@ -170,7 +178,34 @@ export const limitsSchema = z
     maxSubscriptions: z
       .number().int().min(1)
       .default(DEFAULT_MAX_SUBSCRIPTIONS)
-      .describe(`Subscriptions one client may hold. Default ${DEFAULT_MAX_SUBSCRIPTIONS}.`),
+      .describe(`Subscriptions one client may hold; more are refused in SUBACK (MQTT 5: 0x97 Quota exceeded, 3.1.1: 0x80). Default ${DEFAULT_MAX_SUBSCRIPTIONS}.`),
+    maxConnections: z
+      .number().int().min(1)
+      .default(DEFAULT_MAX_CONNECTIONS)
+      .describe(`Open client connections at most, over all listeners; more are closed as they are accepted. Default ${DEFAULT_MAX_CONNECTIONS}.`),
+    maxPendingConnectionsPerIp: z
+      .number().int().min(1)
+      .default(DEFAULT_MAX_PENDING_CONNECTIONS_PER_IP)
+      .describe(`Connections from one IP address that have not completed CONNECT yet; more from that address are closed as they are accepted. Default ${DEFAULT_MAX_PENDING_CONNECTIONS_PER_IP}.`),
+    maxConnectRatePerIp: z
+      .number().int().min(1)
+      .default(DEFAULT_MAX_CONNECT_RATE_PER_IP)
+      .describe(`New connections per second from one IP address (a token bucket holding one second's worth); more are closed as they are accepted. Default ${DEFAULT_MAX_CONNECT_RATE_PER_IP}.`),
+    maxRetained: z
+      .number().int().min(1)
+      .default(DEFAULT_MAX_RETAINED)
+      .describe(`Retained messages held at most; a retained publish to a new topic beyond it is delivered but not retained. Default ${DEFAULT_MAX_RETAINED}.`),
+    maxRetainedBytes: size('maxRetainedBytes')
+      .default(DEFAULT_MAX_RETAINED_BYTES)
+      .describe('Bytes of retained messages (payload plus topic) held at most; a retained publish to a new topic beyond it is delivered but not retained. Default 64MiB.'),
+    maxSendBufferBytes: size('maxSendBufferBytes')
+      .pipe(z.number().min(64 * 1024, 'maxSendBufferBytes must be at least 64KiB'))
+      .default(DEFAULT_MAX_SEND_BUFFER_BYTES)
+      .describe('Bytes waiting to be sent to one client at most; beyond it QoS 0 messages to that client are dropped and QoS 1/2 wait in its queue until it drains. At least 64KiB. Default 4MiB.'),
+    slowConsumerTimeoutMs: z
+      .number().int().min(1)
+      .default(DEFAULT_SLOW_CONSUMER_TIMEOUT_MS)
+      .describe(`A client whose send buffer went over maxSendBufferBytes and is still over it this many milliseconds later is disconnected (MQTT 5: DISCONNECT 0x97). Default ${DEFAULT_SLOW_CONSUMER_TIMEOUT_MS}.`),
   })
   .strict();
 

@@ -12,6 +12,8 @@ export interface RawClientOptions {
   protocolVersion?: ProtocolVersion;
   /** How long to wait for the TCP connection, in ms. Default 2000. */
   within?: number;
+  /** Local address to connect from (e.g. 127.0.0.2, to look like another host). Default chosen by the OS. */
+  localAddress?: string;
 }
 
 /**
@@ -56,7 +58,7 @@ export function openRaw(port: number, options: RawClientOptions = {}): Promise<R
   const protocolVersion = options.protocolVersion ?? 4;
   const within = options.within ?? 2000;
   return new Promise((resolve, reject) => {
-    const socket = net.connect({ host: '127.0.0.1', port });
+    const socket = net.connect({ host: '127.0.0.1', port, localAddress: options.localAddress });
     const timer = setTimeout(() => {
       socket.destroy();
       reject(new Error(`could not connect to 127.0.0.1:${port} within ${within} ms`));

@@ -1,8 +1,10 @@
+import Database from 'better-sqlite3';
 import type { IClientOptions, MqttClient } from 'mqtt';
 import { generate } from 'mqtt-packet';
 import { afterEach, describe, expect, test } from 'vitest';
 import type { BrokerConfigInput } from '../../src/config/broker.js';
-import { connect, quiet, startBroker, type TestBroker } from '../helpers/mqtt.js';
+import { startEngine, type TestEngine } from '../helpers/engine.js';
+import { connect, quiet } from '../helpers/mqtt.js';
 import { openRaw, type RawClient } from '../helpers/raw-client.js';
 
 // Every test gets its own broker; cleanups run last-registered first.
@@ -12,21 +14,32 @@ afterEach(async () => {
   for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
 });
 
-async function client(tb: TestBroker, options: IClientOptions = {}): Promise<MqttClient> {
+async function client(tb: TestEngine, options: IClientOptions = {}): Promise<MqttClient> {
   const c = await connect(tb.url, options);
   cleanups.push(() => c.endAsync(true));
   return c;
 }
 
+/** Every rule keeps history of every topic, so anything routed leaves a history row. */
+const HISTORY_OF_ALL = 'rules:\n  - id: keep-all\n    on: "#"\n    to:\n      - history: {}\n';
+
 /**
- * A broker with two well-behaved clients on it: a `#` watcher and a bystander that publishes.
- * `othersUnaffected(expected)` proves, after the bad client is gone, that both still work and that
- * the watcher got exactly `expected` topics before the bystander's sentinel (by default none: nothing
- * from the bad client was delivered).
+ * A whole signalbox (broker, SQLite, a rule storing history of `#`) with three well-behaved
+ * clients: a `#` watcher, a bystander that publishes, and `parked`, a persistent QoS 1 `#`
+ * session that is offline, so every message routed to it is written to storage.
+ * `othersUnaffected(expected)` proves, after the bad client is gone, that both live clients
+ * still work, that the watcher got exactly `expected` topics before the bystander's sentinel
+ * (by default none: nothing from the bad client was delivered), and that nothing else was
+ * stored anywhere: no retained message, history row or queued session message but those of
+ * `expected` and the sentinel.
  */
 async function scene(config: BrokerConfigInput = {}) {
-  const tb = await startBroker(config);
+  const brokerSection = { listeners: [{ type: 'mqtt', host: '127.0.0.1', port: 0 }], ...config };
+  const tb = await startEngine({ config: `broker: ${JSON.stringify(brokerSection)}\n`, rules: { 'all.yaml': HISTORY_OF_ALL } });
   cleanups.push(() => tb.close());
+  const parked = await connect(tb.url, { protocolVersion: 5, clientId: 'parked', clean: false, properties: { sessionExpiryInterval: 3600 } });
+  await parked.subscribeAsync('#', { qos: 1 });
+  await parked.endAsync();
   const watcher = await client(tb, { protocolVersion: 5, clientId: 'watcher' });
   await watcher.subscribeAsync('#', { qos: 1 });
   const bystander = await client(tb, { clientId: 'bystander' });
@@ -54,11 +67,21 @@ async function scene(config: BrokerConfigInput = {}) {
   };
 
   const othersUnaffected = async (expected: string[] = []) => {
-    await bystander.publishAsync('ok/after', 'sentinel', { qos: 1 });
+    // Retained, so a retained row would show up too; PUBACK means all it caused is committed.
+    await bystander.publishAsync('ok/after', 'sentinel', { qos: 1, retain: true });
     await sentinel;
     expect(seen).toEqual([...expected, 'ok/after']);
     expect(watcher.connected).toBe(true);
     expect(bystander.connected).toBe(true);
+    const db = new Database(tb.project.config.storage.path, { readonly: true });
+    try {
+      const topics = (sql: string) => db.prepare(sql).pluck().all() as string[];
+      expect(topics('SELECT topic FROM retained ORDER BY topic').sort()).toEqual([...expected, 'ok/after'].sort());
+      expect(topics('SELECT topic FROM history ORDER BY id')).toEqual([...expected, 'ok/after']);
+      expect(topics("SELECT topic FROM session_messages WHERE client_id = 'parked' ORDER BY seq")).toEqual([...expected, 'ok/after']);
+    } finally {
+      db.close();
+    }
   };
   return { tb, bad, othersUnaffected };
 }
@@ -94,10 +117,13 @@ function u16(n: number): Buffer {
   return b;
 }
 
-/** A PUBLISH built byte by byte, so the topic can hold bytes mqtt-packet would never produce. QoS 1, packet id 1. */
+/**
+ * A PUBLISH built byte by byte, so the topic can hold bytes mqtt-packet would never produce.
+ * QoS 1, retained (so a refusal that failed would leave a retained row), packet id 1.
+ */
 function handBuiltPublish(topic: Buffer, version: 4 | 5, payload = Buffer.from('x')): Buffer {
   const body = Buffer.concat([u16(topic.length), topic, u16(1), version === 5 ? Buffer.from([0]) : Buffer.alloc(0), payload]);
-  return Buffer.concat([Buffer.from([0x32]), varint(body.length), body]);
+  return Buffer.concat([Buffer.from([0x33]), varint(body.length), body]);
 }
 
 const versions = [4, 5] as const;
@@ -115,7 +141,7 @@ describe('PUBLISH with a topic that is not allowed', () => {
 
   for (const { name, bytes, version, reason, hex } of cases) {
     const how = version === 5 ? `gets DISCONNECT ${hex} and is closed` : 'is closed';
-    test(`an MQTT v${version} PUBLISH whose topic has ${name} ${how}, and nothing is delivered`, async () => {
+    test(`an MQTT v${version} PUBLISH whose topic has ${name} ${how}, and nothing is delivered or stored`, async () => {
       const { bad, othersUnaffected } = await scene();
       const r = await bad(version);
       r.send(handBuiltPublish(bytes, version));
@@ -137,11 +163,11 @@ describe('packet size', () => {
     await othersUnaffected();
   });
 
-  /** A QoS 1 PUBLISH on big/t whose whole encoding (fixed header included) is exactly `bytes` long. */
+  /** A retained QoS 1 PUBLISH on big/t whose whole encoding (fixed header included) is exactly `bytes` long. */
   function publishOfSize(bytes: number, version: 4 | 5): Buffer {
     for (let payload = 0; payload < bytes; payload++) {
       const packet = generate(
-        { cmd: 'publish', topic: 'big/t', payload: Buffer.alloc(payload, 0x61), qos: 1, messageId: 1, dup: false, retain: false },
+        { cmd: 'publish', topic: 'big/t', payload: Buffer.alloc(payload, 0x61), qos: 1, messageId: 1, dup: false, retain: true },
         { protocolVersion: version },
       );
       if (packet.length === bytes) return packet;
@@ -159,12 +185,25 @@ describe('packet size', () => {
     await othersUnaffected(['big/t']);
   });
 
-  test.each(versions)('with maxPacketSize 200, an MQTT v%i PUBLISH of 201 bytes closes the connection (v5: DISCONNECT 0x95 first)', async (version) => {
-    const { bad, othersUnaffected } = await scene({ limits: { maxPacketSize: max } });
+  test.each(versions)('with maxPacketSize 200, an MQTT v%i PUBLISH of 201 bytes closes the connection (v5: DISCONNECT 0x95 first), stores nothing, and is counted', async (version) => {
+    const { tb, bad, othersUnaffected } = await scene({ limits: { maxPacketSize: max } });
     const r = await bad(version);
     r.send(publishOfSize(max + 1, version));
     await expectRefused(r, version, 0x95);
     await othersUnaffected();
+    expect(tb.engine.broker.stats.packetsTooLarge).toBe(1);
+  });
+
+  test.each(versions)('with maxPacketSize 200, an MQTT v%i PUBLISH announcing 100,000 bytes is refused before its body is sent, and nothing is stored', async (version) => {
+    const { tb, bad, othersUnaffected } = await scene({ limits: { maxPacketSize: max } });
+    const r = await bad(version);
+    // The header and the start of a valid retained QoS 1 PUBLISH; the rest is never sent, so
+    // a broker that buffered the body before deciding would never close.
+    const start = Buffer.concat([u16(5), Buffer.from('big/t'), u16(1), version === 5 ? Buffer.from([0]) : Buffer.alloc(0), Buffer.alloc(100, 0x61)]);
+    r.send(Buffer.concat([Buffer.from([0x33]), varint(100_000), start]));
+    await expectRefused(r, version, 0x95);
+    await othersUnaffected();
+    expect(tb.engine.broker.stats.packetsTooLarge).toBe(1);
   });
 });
 

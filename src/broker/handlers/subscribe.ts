@@ -81,6 +81,7 @@ function subscribeOne(
 
   const existing = session.subscriptions.get(request.topic);
   if (!existing && session.subscriptions.size >= ctx.config.limits.maxSubscriptions) {
+    ctx.limitHits.hit('subscriptionsRefused', conn.clientId);
     return { code: conn.v5 ? RC.quotaExceeded : 0x80 };
   }
   const sub: Subscription = {
