@@ -22,7 +22,11 @@ export interface Effect {
   readonly qos: QoS;
   readonly retain: boolean;
   readonly properties?: MessageProperties;
-  /** Output-specific data the action planned (e.g. time-series points); stored as JSON in the outbox. */
+  /**
+   * Output-specific data the action planned (e.g. time-series points); stored as JSON in the
+   * outbox. Plain JSON values only, never changed after planning: the drain may hand this very
+   * object to the connector.
+   */
   readonly data?: unknown;
   /** The message that caused it. */
   readonly source: { readonly clientId: string; readonly timestamp: number; readonly hops: number };

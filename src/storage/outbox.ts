@@ -151,8 +151,8 @@ export class OutboxStore {
       qos: e.qos,
       retain: e.retain,
       properties: e.properties,
-      // As the database row would give it back: plain JSON.
-      data: e.data === undefined ? undefined : (JSON.parse(JSON.stringify(e.data)) as unknown),
+      // Planned data is plain JSON (it is stored as JSON), so the object itself serves.
+      data: e.data,
       attempts: 0,
     });
   }

@@ -78,7 +78,7 @@ describe('influx rule actions are checked at load, with file:line:col', () => {
     const rule = 'rules:\n  - id: r\n    on: a/#\n    to:\n      - influx: { output: cloud, fields: { v: payload.v } }\n';
     const issue = oneIssue(OUTPUTS, rule);
     expect(issue).toMatchObject({ file: issue.ruleFile, code: 'SB_RULE_OUTPUT', ...locate(rule, 'cloud') });
-    expect(issue.message).toMatch(/output "cloud" is a bridge output, not a influx/);
+    expect(issue.message).toMatch(/output "cloud" is a bridge output, not an influx/);
   });
 
   test('an action naming an undefined output is SB_RULE_OUTPUT listing the influx outputs', () => {

@@ -119,7 +119,7 @@ describe('a point that cannot be built is a PointError naming the rule and the s
 describe('the influx action at load time', () => {
   it('refuses an output that is not defined, or is not an influx output', () => {
     expect(() => compile({ output: 'nowhere' })).toThrow(ActionConfigError);
-    expect(() => compile({ output: 'cloud' })).toThrow(/is a bridge output, not a influx/);
+    expect(() => compile({ output: 'cloud' })).toThrow(/is a bridge output, not an influx/);
   });
 
   it('points a JSONata syntax error at the setting and the offset inside it', () => {
