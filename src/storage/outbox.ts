@@ -208,6 +208,9 @@ export class OutboxStore {
 
   /** When the oldest waiting message of `output` arrived (ms), or undefined when empty. */
   oldestTime(output: string): number | undefined {
+    // Every waiting row in the tail (the drain keeps up): the answer is in memory.
+    const tail = this.tails.get(output);
+    if (tail && tail.rows.length > tail.head && this.depth(output).count === tail.rows.length - tail.head) return tail.rows[tail.head]!.time;
     return (this.selectOldest.get(output) as { time: number } | undefined)?.time;
   }
 
