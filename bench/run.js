@@ -1,6 +1,6 @@
 // `npm run bench`: runs the broker benchmark and the rules job against signalbox and Aedes 1.2
-// (+ JSONata), each broker in its own child process, prints a comparison table per job and
-// writes bench/results/broker.json, bench/results/rules.json and bench/results/latest.json.
+// (+ JSONata), the bridge job and the history job, each broker in its own child process,
+// prints a table per job and writes bench/results/<job>.json and bench/results/latest.json.
 // Settings come from BENCH_* environment variables (--help).
 import { execFileSync } from 'node:child_process';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
@@ -15,6 +15,7 @@ import { buildRows, formatNotes, formatTable } from './report.js';
 import { planRules, rulesSettings } from './rules-job.js';
 import { runBridge } from './bridge-job.js';
 import { bridgeFailed, printBridge } from './bridge-report.js';
+import { historyFailed, runHistory } from './history-job.js';
 import { buildRulesRows, formatRulesNotes, formatRulesTable } from './rules-report.js';
 import { formatBytes, formatInt, formatMs } from './stats.js';
 
@@ -137,6 +138,8 @@ async function main() {
 
   // The bridge job (bridge-job.js) starts its own processes: Mosquitto brokers and a signalbox child.
   const bridge = options.phases.includes('bridge') ? await runBridge(options, meta) : undefined;
+  // The history job (history-job.js) starts its own signalbox child and prints as it goes.
+  const history = options.phases.includes('history') ? await runHistory(options, meta) : undefined;
 
   const outputs = [];
   if (jobs.has('broker')) {
@@ -163,6 +166,7 @@ async function main() {
     printBridge(bridge);
     outputs.push(['bridge', bridge]);
   }
+  if (history) outputs.push(['history', history]);
 
   if (outputs.length === 0) {
     console.log(`nothing to run: BENCH_PHASES=${options.phases.join(',')} with BENCH_BROKERS=${options.brokers.join(',')} selects no step`);
@@ -204,6 +208,7 @@ async function main() {
   const phaseSets = [...Object.values(broker.brokers), broker.ceiling, ...Object.values(rules.contenders)];
   if (phaseSets.some((phases) => Object.values(phases).some((r) => r.error))) process.exitCode = 1;
   if (bridge && bridgeFailed(bridge)) process.exitCode = 1;
+  if (history && historyFailed(history)) process.exitCode = 1;
 }
 
 main().catch((err) => {
