@@ -48,6 +48,33 @@ export interface HistoryStoreOptions {
    * own built from maxBatchRows and maxBatchDelayMs.
    */
   batcher?: WriteBatcher;
+  /**
+   * Called after each commit with the rows it stored, in the order they were appended (the
+   * last-value cache of the HTTP API listens here). Must not throw; called once per batch.
+   */
+  onStored?: (rows: readonly HistoryRow[]) => void;
+}
+
+/** Counters of a {@link HistoryStore}, for metrics and benchmarks. */
+export interface HistoryStats {
+  /** Rows committed since start. */
+  rowsWritten: number;
+  /** Commits that stored history rows. */
+  commits: number;
+  /** Rows deleted for being older than `history.retention`. */
+  deletedByRetention: number;
+  /** Rows deleted, oldest first, to stay within `history.maxRows`. */
+  deletedByCap: number;
+}
+
+/** What the background task of {@link HistoryStore.startRetention} enforces. */
+export interface RetentionSettings {
+  /** Rows older than this many ms are deleted. */
+  retentionMs: number;
+  /** Beyond this many rows the oldest are deleted; undefined: no cap. */
+  maxRows?: number;
+  /** A pass runs this often (ms), and sooner when rows go past maxRows by a chunk. */
+  intervalMs: number;
 }
 
 /** Default {@link HistoryStoreOptions.maxBatchRows}. */
@@ -62,6 +89,11 @@ export const DEFAULT_QUERY_LIMIT = 100;
 export const MAX_QUERY_LIMIT = 10_000;
 /** Rows one retention statement deletes, so one statement holds the write lock briefly. */
 export const RETENTION_CHUNK_ROWS = 5_000;
+/**
+ * Rows past `maxRows` that start a cap pass at once instead of at the next interval: one
+ * chunk, so under a steady stream the cap deletes a chunk at a time rather than a row.
+ */
+const CAP_SLACK_ROWS = RETENTION_CHUNK_ROWS;
 
 /** Rows fetched per round when a wildcard filter is checked in JS (see {@link HistoryStore.query}). */
 const MIN_PAGE_ROWS = 256;
@@ -151,9 +183,21 @@ export class HistoryStore {
   private readonly insertRows: WriteOp<HistoryRow[]>;
   private readonly maxBatchRows: number;
   private readonly deleteChunk: BetterSqlite3.Statement<[number, number]>;
+  private readonly deleteOldestChunk: BetterSqlite3.Statement<[number]>;
+  private readonly countRows: BetterSqlite3.Statement<[]>;
+  private readonly nextTopic: BetterSqlite3.Statement<[string]>;
+  private readonly latestOfTopic: BetterSqlite3.Statement<[string]>;
   private readonly selects = new Map<string, BetterSqlite3.Statement>();
+  private readonly onStored: ((rows: readonly HistoryRow[]) => void) | undefined;
   private retentionTimer: TimerHandle | undefined;
+  private retention: RetentionSettings | undefined;
+  /** Within a pass: its age cutoff, and what it removed so far (logged when it ends). */
+  private pass: { cutoff: number; old: number; capped: number } | undefined;
+  /** Rows in the table, once counted (the first cap pass counts; commits and deletes keep it). */
+  private rowCount: number | undefined;
   private closed = false;
+  /** Live counters; read them, do not write them. */
+  readonly stats: HistoryStats = { rowsWritten: 0, commits: 0, deletedByRetention: 0, deletedByCap: 0 };
 
   /** Prepares the statements; the `history` table must exist (see `openDatabase`). */
   constructor(db: BetterSqlite3.Database, options: HistoryStoreOptions) {
@@ -161,6 +205,7 @@ export class HistoryStore {
     this.clock = options.clock;
     this.log = options.log;
     this.maxBatchRows = Math.max(1, options.maxBatchRows ?? DEFAULT_MAX_BATCH_ROWS);
+    this.onStored = options.onStored;
     this.batcher =
       options.batcher ??
       new WriteBatcher(db, {
@@ -203,6 +248,10 @@ export class HistoryStore {
     this.deleteChunk = db.prepare<[number, number]>(
       'DELETE FROM history WHERE id IN (SELECT id FROM history WHERE time < ? ORDER BY time LIMIT ?)',
     );
+    this.deleteOldestChunk = db.prepare<[number]>('DELETE FROM history WHERE id IN (SELECT id FROM history ORDER BY time, id LIMIT ?)');
+    this.countRows = db.prepare<[]>('SELECT count(*) FROM history').pluck();
+    this.nextTopic = db.prepare<[string]>('SELECT topic FROM history WHERE topic > ? ORDER BY topic LIMIT 1').pluck();
+    this.latestOfTopic = db.prepare<[string]>(`SELECT ${COLUMNS} FROM history WHERE topic = ? ORDER BY time DESC, id DESC LIMIT 1`);
   }
 
   /**
@@ -223,10 +272,14 @@ export class HistoryStore {
       // No open batch holds our write (none yet, or the last one ended): start one.
       rows = this.rows = [row];
       committed = this.rowsCommit = this.batcher.write(this.insertRows, rows);
-      // A batch that failed before inserting them must not leave them for the next one.
-      committed.catch(() => {
-        if (this.rows === rows) this.rows = [];
-      });
+      // One callback pair per batch, not per row: count what committed; a batch that failed
+      // before inserting them must not leave them for the next one.
+      committed.then(
+        () => this.stored(rows),
+        () => {
+          if (this.rows === rows) this.rows = [];
+        },
+      );
     } else {
       rows.push(row);
     }
@@ -300,6 +353,27 @@ export class HistoryStore {
   }
 
   /**
+   * The newest row of each of the next `limit` topics after `afterTopic`, in topic order (a
+   * skip scan of the topic index: two index lookups per topic, however many rows each has).
+   * For seeding the last-value cache. Throws a `StorageError` when SQLite fails.
+   */
+  latestPerTopic(afterTopic: string, limit: number): HistoryRow[] {
+    const out: HistoryRow[] = [];
+    try {
+      let topic = afterTopic;
+      while (out.length < limit) {
+        const next = this.nextTopic.get(topic) as string | undefined;
+        if (next === undefined) break;
+        out.push(toRow(this.latestOfTopic.get(next) as DbRow));
+        topic = next;
+      }
+      return out;
+    } catch (err) {
+      throw toStorageError(err, this.db.name);
+    }
+  }
+
+  /**
    * Deletes every row older than `now - retentionMs`, in statements of
    * {@link RETENTION_CHUNK_ROWS} rows so each holds the write lock briefly. Runs to the end
    * synchronously; the background task ({@link startRetention}) yields between chunks.
@@ -321,46 +395,116 @@ export class HistoryStore {
   }
 
   /**
-   * Runs retention every `intervalMs` on the clock's (unref'd) timers, one chunk per timer
-   * tick so other work runs in between, logging what each pass removed. Errors are logged and
-   * the next pass runs as planned. Replaces a running retention task.
+   * Deletes the oldest rows until at most `maxRows` remain, in statements of
+   * {@link RETENTION_CHUNK_ROWS} rows. Runs to the end synchronously (counts the table first);
+   * the background task ({@link startRetention}) does the same a chunk per timer tick.
+   * Returns the number of rows deleted; throws a `StorageError` when SQLite fails.
    */
-  startRetention(retentionMs: number, intervalMs: number): void {
+  enforceMaxRows(maxRows: number): number {
+    if (!(Number.isSafeInteger(maxRows) && maxRows >= 0)) throw new RangeError(`history maxRows must be a whole number of rows, got ${maxRows}`);
+    let removed = 0;
+    try {
+      this.rowCount = this.countRows.get() as number;
+      while (this.rowCount > maxRows) {
+        const n = this.deleteOldest(Math.min(this.rowCount - maxRows, RETENTION_CHUNK_ROWS));
+        removed += n;
+        if (n === 0) break;
+      }
+      return removed;
+    } catch (err) {
+      throw toStorageError(err, this.db.name);
+    }
+  }
+
+  /**
+   * Runs retention every `intervalMs` on the clock's (unref'd) timers: rows older than
+   * `retentionMs`, then the oldest rows beyond `maxRows`, one chunk per timer tick so the
+   * broker and the rules run in between, logging what each pass removed. A commit that takes
+   * the table a chunk past `maxRows` starts a pass at once. Errors are logged and the next
+   * pass runs as planned. Replaces a running retention task.
+   */
+  startRetention(retentionMs: number, intervalMs: number, maxRows?: number): void {
     if (!(retentionMs > 0) || !(intervalMs > 0)) {
       throw new RangeError(`history retention and its interval must be positive ms, got ${retentionMs} and ${intervalMs}`);
     }
+    if (maxRows !== undefined && !(Number.isSafeInteger(maxRows) && maxRows > 0)) throw new RangeError(`history maxRows must be a positive whole number, got ${maxRows}`);
     this.stopRetention();
-    let cutoff = 0;
-    let removed = 0;
-    const tick = (): void => {
-      if (removed === 0) cutoff = this.clock.now() - retentionMs;
-      let more = false;
-      try {
-        const n = this.deleteOlderThan(cutoff);
-        removed += n;
-        more = n === RETENTION_CHUNK_ROWS;
-      } catch (err) {
-        this.log.error({ err: toStorageError(err, this.db.name), removed }, 'history retention failed; retrying at the next interval');
-      }
-      if (more) {
-        this.retentionTimer = this.clock.setTimeout(tick, 0);
-        return;
-      }
-      if (removed > 0) this.log.info({ removed, olderThan: new Date(cutoff).toISOString() }, 'history retention removed old rows');
-      removed = 0;
-      this.retentionTimer = this.clock.setTimeout(tick, intervalMs);
-    };
-    this.retentionTimer = this.clock.setTimeout(tick, intervalMs);
+    this.retention = { retentionMs, intervalMs, maxRows };
+    this.retentionTimer = this.clock.setTimeout(this.retentionTick, intervalMs);
   }
 
   /** Stops the background retention task, if any. */
   stopRetention(): void {
     if (this.retentionTimer !== undefined) this.clock.clearTimeout(this.retentionTimer);
     this.retentionTimer = undefined;
+    this.retention = undefined;
+    this.pass = undefined;
+  }
+
+  /** One chunk of a retention pass: old rows first, then rows beyond the cap. */
+  private readonly retentionTick = (): void => {
+    const settings = this.retention;
+    if (settings === undefined) return;
+    this.retentionTimer = undefined;
+    const pass = (this.pass ??= { cutoff: this.clock.now() - settings.retentionMs, old: 0, capped: 0 });
+    let more = false;
+    try {
+      const n = this.deleteOlderThan(pass.cutoff);
+      pass.old += n;
+      more = n === RETENTION_CHUNK_ROWS;
+      if (!more && settings.maxRows !== undefined) {
+        // Counted once (a full index scan); from then on commits and deletes keep the count.
+        this.rowCount ??= this.countRows.get() as number;
+        const excess = this.rowCount - settings.maxRows;
+        if (excess > 0) {
+          const removed = this.deleteOldest(Math.min(excess, RETENTION_CHUNK_ROWS));
+          pass.capped += removed;
+          more = removed > 0 && excess > removed;
+        }
+      }
+    } catch (err) {
+      this.log.error({ err: toStorageError(err, this.db.name), removed: pass.old + pass.capped }, 'history retention failed; retrying at the next interval');
+      more = false;
+    }
+    if (more) {
+      this.retentionTimer = this.clock.setTimeout(this.retentionTick, 0);
+      return;
+    }
+    if (pass.old > 0) this.log.info({ removed: pass.old, olderThan: new Date(pass.cutoff).toISOString() }, 'history retention removed old rows');
+    if (pass.capped > 0) this.log.warn({ removed: pass.capped, maxRows: settings.maxRows, rows: this.rowCount }, 'history reached maxRows: removed the oldest rows');
+    this.pass = undefined;
+    this.retentionTimer = this.clock.setTimeout(this.retentionTick, settings.intervalMs);
+  };
+
+  /** After a commit: counts its rows, tells `onStored`, starts a cap pass when far enough past `maxRows`. */
+  private stored(rows: HistoryRow[]): void {
+    this.stats.rowsWritten += rows.length;
+    this.stats.commits++;
+    if (this.rowCount !== undefined) {
+      this.rowCount += rows.length;
+      const max = this.retention?.maxRows;
+      if (max !== undefined && this.pass === undefined && this.rowCount > max + CAP_SLACK_ROWS) {
+        if (this.retentionTimer !== undefined) this.clock.clearTimeout(this.retentionTimer);
+        this.retentionTimer = this.clock.setTimeout(this.retentionTick, 0);
+        // Marks the pass as started, so later commits do not schedule it again.
+        this.pass = { cutoff: this.clock.now() - this.retention!.retentionMs, old: 0, capped: 0 };
+      }
+    }
+    this.onStored?.(rows);
+  }
+
+  private deleteOldest(n: number): number {
+    const removed = this.deleteOldestChunk.run(n).changes;
+    this.stats.deletedByCap += removed;
+    if (this.rowCount !== undefined) this.rowCount -= removed;
+    return removed;
   }
 
   private deleteOlderThan(cutoff: number): number {
-    return this.deleteChunk.run(cutoff, RETENTION_CHUNK_ROWS).changes;
+    const removed = this.deleteChunk.run(cutoff, RETENTION_CHUNK_ROWS).changes;
+    this.stats.deletedByRetention += removed;
+    if (this.rowCount !== undefined) this.rowCount -= removed;
+    return removed;
   }
 
 
