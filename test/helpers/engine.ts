@@ -76,7 +76,10 @@ async function startFrom(dir: string, configFile: string, cleanup: () => void, d
     const bound = await api.listen();
     http = { api, url: `http://127.0.0.1:${bound.port}`, setListening: (on) => (listening = on) };
   }
+  let stopped = false;
   const stop = async () => {
+    if (stopped) return;
+    stopped = true;
     await http?.api.close();
     await engine.close();
   };
