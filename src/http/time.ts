@@ -25,7 +25,7 @@ export function parseTime(value: string, now: number): number | { error: string 
   const text = value.trim();
   if (text === '') return { error: 'is empty' };
   if (text.toLowerCase() === 'now') return now;
-  const ago = /^(?:now)?-(.+)$/i.exec(text);
+  const ago = /^(?:now)?-(.*)$/i.exec(text);
   if (ago) {
     const ms = parseDuration(ago[1]!);
     if (ms === undefined) return { error: `'${ago[1]}' is not a duration such as 500ms, 90s, 15m, 1h, 7d or 1w` };
