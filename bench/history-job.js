@@ -24,8 +24,11 @@ const NOISY_CPU_SHARE = 0.2;
 /** The target: rows stored per second. */
 export const HISTORY_TARGET_ROWS_PER_SEC = 100_000;
 
-/** Variants, each in a fresh child: the bare rule, and the rule with the rules job's transform. */
-const VARIANTS = { plain: { transform: false }, transform: { transform: true } };
+/**
+ * Variants, each in a fresh child: the bare rule; the same with the HTTP API's last-value cache
+ * fed by every commit (its cost on the history path); the rule with the rules job's transform.
+ */
+const VARIANTS = { plain: { transform: false }, 'last-values': { transform: false, lastValues: true }, transform: { transform: true } };
 
 /** Forks the signalbox child and resolves once it listens; `stats()` and `stop()` talk to it over IPC. */
 async function startServer(options) {

@@ -6,6 +6,7 @@
 //     - id: bench-history
 //       on: sensors/+/temp
 //       to: [ { history: {} } ]            (transform: the rules job's, when asked)
+//   and with `lastValues`, an `http:` section, so the last-value cache is fed too.
 //
 // Run as `node bench/history-server.js '<options JSON>'` by bench/history-job.js, with IPC:
 //   child → parent  { type: 'ready', port, info }  |  { type: 'failed', message }
@@ -25,7 +26,7 @@ const HISTORY_RULE_ID = 'bench-history';
  * Starts signalbox from a fresh project folder; close() stops it and removes the folder.
  * @param {{ transform?: boolean }} options
  */
-async function start({ transform = false } = {}) {
+async function start({ transform = false, lastValues = false } = {}) {
   const dist = signalboxDist();
   const { loadProject } = await import(new URL('config/load.js', dist).href);
   const { createEngine } = await import(new URL('engine/engine.js', dist).href);
@@ -35,7 +36,11 @@ async function start({ transform = false } = {}) {
   const dir = mkdtempSync(path.join(tmpdir(), 'signalbox-bench-history-'));
   const dbPath = path.join(dir, 'signalbox.db');
   const limits = { ...RULES_LIMITS, ...limitsOverride() };
-  const config = ['broker:', '  listeners: [{ type: mqtt, host: 127.0.0.1, port: 0 }]', `  limits: ${JSON.stringify(limits)}`, 'storage:', `  path: ${JSON.stringify(dbPath)}`, '  durability: normal', 'rules: rules', ''];
+  const config = ['broker:', '  listeners: [{ type: mqtt, host: 127.0.0.1, port: 0 }]', `  limits: ${JSON.stringify(limits)}`, 'storage:', `  path: ${JSON.stringify(dbPath)}`, '  durability: normal', 'rules: rules'];
+  // `http:` makes the engine keep the last-value cache, fed by every history commit (the
+  // HTTP server itself is not started: nothing asks it anything during the run).
+  if (lastValues) config.push('http: { port: 0 }');
+  config.push('');
   writeFileSync(path.join(dir, 'signalbox.yaml'), config.join('\n'));
   mkdirSync(path.join(dir, 'rules'));
   const rule = ['rules:', `  - id: ${HISTORY_RULE_ID}`, `    on: ${INPUT_FILTER}`];
@@ -50,7 +55,7 @@ async function start({ transform = false } = {}) {
     const [address] = await engine.broker.listen();
     return {
       port: address.port,
-      info: { limits, transform, storage: { path: dbPath, durability: 'normal' } },
+      info: { limits, transform, lastValues, storage: { path: dbPath, durability: 'normal' } },
       /** Rows committed so far (cheap, read at every poll), and with `count` the table's own count. */
       counters(count) {
         const stored = engine.history.stats?.rowsWritten;
