@@ -10,7 +10,7 @@ import { HttpServer, type HttpAddress, type Routes } from './server.js';
 
 /** What the HTTP API reads of a running signalbox (an `Engine` has all of it). */
 export interface HttpApiSources extends MetricsSources {
-  history: MetricsSources['history'] & Pick<HistoryStore, 'query'>;
+  history: MetricsSources['history'] & Pick<HistoryStore, 'scan'>;
   /** The open database; `/readyz` checks it is open. */
   db: { readonly open: boolean };
   processor: MetricsSources['processor'] & { readonly rules: readonly unknown[] };

@@ -106,6 +106,17 @@ export class HistoryReader {
    * Throws a RangeError for an invalid filter or limit, a `StorageError` when SQLite fails.
    */
   query(q: HistoryQuery): HistoryRow[] {
+    return this.scan(q, Number.POSITIVE_INFINITY).rows;
+  }
+
+  /**
+   * {@link query}, examining at most `maxScanRows` stored rows: a wildcard filter over a large
+   * topic range could otherwise hold the event loop (and the broker) for seconds. When the
+   * budget ran out first, `scanLimited` is true and `resumeTime` is the time of the last row
+   * examined: query again with `until: resumeTime + 1` (desc) or `since: resumeTime` (asc)
+   * to go on (rows of that one millisecond may come again).
+   */
+  scan(q: HistoryQuery, maxScanRows: number): { rows: HistoryRow[]; scanLimited: boolean; resumeTime?: number } {
     const problem = validateTopicFilter(q.filter);
     if (problem !== undefined) throw new RangeError(`invalid history filter '${q.filter}': ${problem}`);
     const limit = q.limit ?? DEFAULT_QUERY_LIMIT;
@@ -128,6 +139,7 @@ export class HistoryReader {
     let cursorId = Number.MIN_SAFE_INTEGER;
     const bound = order === 'desc' ? since : until;
     const out: HistoryRow[] = [];
+    let scanned = 0;
     try {
       const stmt = this.selects.get(`${range.mode} ${order}`)!;
       for (;;) {
@@ -135,13 +147,15 @@ export class HistoryReader {
         for (const r of page) {
           if (!check || matchesFilter(q.filter, r.topic)) {
             out.push(toRow(r));
-            if (out.length === limit) return out;
+            if (out.length === limit) return { rows: out, scanLimited: false };
           }
         }
-        if (page.length < pageRows) return out;
+        if (page.length < pageRows) return { rows: out, scanLimited: false };
         const last = page[page.length - 1]!;
         cursorTime = last.time;
         cursorId = last.id;
+        scanned += page.length;
+        if (scanned >= maxScanRows) return { rows: out, scanLimited: true, resumeTime: last.time };
       }
     } catch (err) {
       throw toStorageError(err, this.db.name);

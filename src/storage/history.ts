@@ -231,6 +231,11 @@ export class HistoryStore {
     return this.reader.query(q);
   }
 
+  /** {@link query} within a budget of rows examined (see {@link HistoryReader.scan}). */
+  scan(q: HistoryQuery, maxScanRows: number): ReturnType<HistoryReader['scan']> {
+    return this.reader.scan(q, maxScanRows);
+  }
+
   /** The newest row of each of the next `limit` topics after `afterTopic` (see {@link HistoryReader.latestPerTopic}). */
   latestPerTopic(afterTopic: string, limit: number): HistoryRow[] {
     return this.reader.latestPerTopic(afterTopic, limit);

@@ -123,6 +123,18 @@ describe('HistoryStore counters and hooks', () => {
     expect(stored).toEqual([]);
   });
 
+  it('scan stops after a budget of rows examined and says where to go on', async () => {
+    await seed(Array.from({ length: 1000 }, (_, i) => row(`a/${i}`, 10_000 + i)));
+    await seed([row('a/b/y', 5)]);
+    const cut = store.scan({ filter: 'a/+/y' }, 300);
+    // Pages of 256 rows, newest first: the budget runs out after the second page.
+    expect(cut).toEqual({ rows: [], scanLimited: true, resumeTime: 10_000 + 1000 - 512 });
+    const rest = store.scan({ filter: 'a/+/y', until: cut.resumeTime! + 1 }, 10_000);
+    expect(rest.scanLimited).toBe(false);
+    expect(rest.rows.map((r) => r.topic)).toEqual(['a/b/y']);
+    expect(store.query({ filter: 'a/+/y' }).map((r) => r.topic)).toEqual(['a/b/y']);
+  });
+
   it('latestPerTopic answers the newest row of each topic in topic order, a page at a time', async () => {
     await seed([row('b', 1), row('a', 5), row('b', 9), row('a', 2), row('c', 4), row('c', 4)]);
     const first = store.latestPerTopic('', 2);
