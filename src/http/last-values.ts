@@ -56,6 +56,9 @@ export class LastValueCache {
   private readonly entries = new Map<string, HistoryRow>();
   private bytes = 0;
   private closed = false;
+  /** Reused by {@link storedRows} for each commit. */
+  private readonly seenInBatch = new Set<string>();
+  private readonly newestInBatch: HistoryRow[] = [];
   readonly stats: LastValueStats = { evicted: 0, seeded: 0 };
 
   constructor(private readonly options: LastValueCacheOptions) {
@@ -73,11 +76,28 @@ export class LastValueCache {
   }
 
   /**
-   * Records the rows of one commit (the history store's `onStored`). Hot path: O(1) per row,
-   * a Map update and, for a payload in Node's shared pool, one copy.
+   * Records the rows of one commit (the history store's `onStored`). Hot path: O(1) per row.
+   * The rows are walked newest first and only each topic's newest is kept (one Set lookup per
+   * row), so a topic written many times in one commit costs one Map update and at most one
+   * payload copy, not one per row.
    */
   readonly storedRows = (rows: readonly HistoryRow[]): void => {
-    for (let i = 0; i < rows.length; i++) this.set(rows[i]!);
+    if (rows.length === 1) {
+      this.set(rows[0]!);
+      return;
+    }
+    const seen = this.seenInBatch;
+    const newest = this.newestInBatch;
+    for (let i = rows.length - 1; i >= 0; i--) {
+      const row = rows[i]!;
+      if (seen.has(row.topic)) continue;
+      seen.add(row.topic);
+      newest.push(row);
+    }
+    // Set in commit order, so the least recently updated is still evicted first.
+    for (let i = newest.length - 1; i >= 0; i--) this.set(newest[i]!);
+    seen.clear();
+    newest.length = 0;
   };
 
   /** Keeps `row` as its topic's last value unless a newer one is held. */

@@ -19,6 +19,15 @@ describe('LastValueCache', () => {
     expect(cache.size).toBe(2);
   });
 
+  it('keeps the last row of a topic within one commit, even at the same millisecond', () => {
+    const cache = new LastValueCache(big);
+    cache.storedRows([row('a', 5, 'first'), row('b', 5), row('a', 5, 'second'), row('a', 5, 'third')]);
+    expect(cache.get('a')!.payload.toString()).toBe('third');
+    cache.storedRows([row('a', 5, 'next commit')]);
+    expect(cache.get('a')!.payload.toString()).toBe('next commit');
+    expect(cache.size).toBe(2);
+  });
+
   it('matches wildcard filters, sorted by topic, with a limit and the count of all matches', () => {
     const cache = new LastValueCache(big);
     cache.storedRows([row('s/b/t', 1), row('s/a/t', 1), row('s/a/h', 1), row('$SYS/x', 1), row('s', 1)]);
