@@ -3,7 +3,7 @@ import type { Message, MessageProperties, QoS } from '../broker/types.js';
 /**
  * The document every JSONata expression of a rule sees: the message as users think of it.
  * `payload` is the parsed JSON when the bytes parse, else the text; the original bytes stay
- * on the non-enumerable `raw` so an untransformed message is passed on byte for byte.
+ * under a symbol key (unseen by JSONata) so an untransformed message is passed on byte for byte.
  */
 export interface RuleInput {
   topic: string;
@@ -61,10 +61,12 @@ export function toRuleInput(message: Message): RuleInput {
     timestamp: message.timestamp,
     properties: toRuleProperties(message.properties),
     hops: message.hops,
+    // Hot path: symbol keys in the literal, not Object.defineProperty (several times slower
+    // per message). Symbol keys are invisible to JSONata, Object.keys and JSON.stringify.
+    [RAW]: message.payload,
+    // The original properties, so outputs pass on bytes (correlation data) JSONata only sees as text.
+    [PROPERTIES]: message.properties,
   };
-  Object.defineProperty(input, RAW, { value: message.payload, enumerable: false });
-  // The original properties, so outputs pass on bytes (correlation data) JSONata only sees as text.
-  Object.defineProperty(input, PROPERTIES, { value: message.properties, enumerable: false });
   return input;
 }
 
@@ -82,9 +84,8 @@ function toRuleProperties(p: MessageProperties | undefined): RuleProperties {
 
 /** The input after a transform: same message, new payload. */
 export function withPayload(input: RuleInput, payload: unknown): RuleInput {
-  const next: Tagged = { ...input, payload };
-  Object.defineProperty(next, PROPERTIES, { value: (input as Tagged)[PROPERTIES], enumerable: false });
-  return next;
+  // The spread carries PROPERTIES over; RAW, the bytes of the old payload, must not be.
+  return { ...input, payload, [RAW]: undefined } as Tagged;
 }
 
 /**
@@ -96,7 +97,7 @@ export function payloadBytes(input: RuleInput): Buffer {
   if (tagged[RAW]) return tagged[RAW];
   // Encoded once per transform result, however many outputs send it (republish + history).
   const bytes = encodePayload(input.payload);
-  Object.defineProperty(tagged, RAW, { value: bytes, enumerable: false });
+  tagged[RAW] = bytes;
   return bytes;
 }
 
