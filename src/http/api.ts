@@ -6,7 +6,7 @@ import { healthzHandler, readyzHandler, type ReadinessChecks } from './health.js
 import { historyHandler, lastHandler } from './history-api.js';
 import type { LastValueCache } from './last-values.js';
 import { createMetricsRegistry, metricsHandler, type MetricsSources } from './metrics.js';
-import { HttpServer, type HttpAddress, type Routes } from './server.js';
+import { HttpServer, type Handler, type HttpAddress } from './server.js';
 
 /** What the HTTP API reads of a running signalbox (an `Engine` has all of it). */
 export interface HttpApiSources extends MetricsSources {
@@ -41,14 +41,14 @@ export class HttpApi {
       database: () => (sources.db.open ? { ok: true } : { ok: false, detail: 'the SQLite database is closed' }),
       rules: () => ({ ok: true, detail: `${sources.processor.rules.length} rule(s) loaded` }),
     };
-    const routes: Record<string, Record<string, ReturnType<typeof healthzHandler>>> = {
+    const routes: Record<string, Record<string, Handler>> = {
       '/healthz': { GET: healthzHandler() },
       '/readyz': { GET: readyzHandler(checks) },
       '/metrics': { GET: metricsHandler(createMetricsRegistry(sources)) },
       '/api/history': { GET: historyHandler(sources.history, deps.clock) },
     };
     if (sources.lastValues) routes['/api/last'] = { GET: lastHandler(sources.lastValues) };
-    this.server = new HttpServer({ host: config.host, port: config.port, routes: routes as Routes, log: deps.log });
+    this.server = new HttpServer({ host: config.host, port: config.port, routes, log: deps.log });
   }
 
   /** Where it listens, once it does. */

@@ -108,20 +108,27 @@ export function createMetricsRegistry(sources: MetricsSources): Registry {
   gauge('signalbox_dead_letters', 'Dead letters stored now.', () => sources.deadLetters.count());
   counter('signalbox_dead_letters_dropped_total', 'Dead letters deleted to stay within the dead-letter cap.', () => sources.deadLetters.droppedCount);
 
-  // One status() call per scrape, shared by the output series.
+  // One status() call per scrape (all series are collected within the same millisecond or
+  // two), shared by the output series.
   let outputs: readonly OutputMetricsSource[] = [];
-  const perOutput = (read: (o: OutputMetricsSource) => number) => () => outputs.map((o): [Labels, number] => [{ output: o.name, type: o.type }, read(o)]);
-  gauge('signalbox_output_waiting', 'Messages waiting in an output\'s outbox.', () => {
-    outputs = sources.outputs.status();
-    return outputs.map((o): [Labels, number] => [{ output: o.name, type: o.type }, o.waiting]);
-  }, ['output', 'type']);
+  let readAt = Number.NEGATIVE_INFINITY;
+  const statuses = (): readonly OutputMetricsSource[] => {
+    const now = Date.now();
+    if (now - readAt > 1) {
+      outputs = sources.outputs.status();
+      readAt = now;
+    }
+    return outputs;
+  };
+  const perOutput = (read: (o: OutputMetricsSource) => number) => () => statuses().map((o): [Labels, number] => [{ output: o.name, type: o.type }, read(o)]);
+  gauge('signalbox_output_waiting', 'Messages waiting in an output\'s outbox.', perOutput((o) => o.waiting), ['output', 'type']);
   gauge('signalbox_output_waiting_bytes', 'Payload bytes waiting in an output\'s outbox.', perOutput((o) => o.waitingBytes), ['output', 'type']);
   counter('signalbox_output_delivered_total', 'Messages an output delivered (since start).', perOutput((o) => o.delivered), ['output', 'type']);
   counter('signalbox_output_retries_total', 'Batches an output retried after a transient failure.', perOutput((o) => o.retries), ['output', 'type']);
   counter('signalbox_output_dead_lettered_total', 'Messages an output refused for good (moved to the dead letters).', perOutput((o) => o.deadLettered), ['output', 'type']);
   counter('signalbox_output_dropped_total', 'Messages dropped from an outbox at its cap (overflow: drop-oldest).', perOutput((o) => o.dropped), ['output', 'type']);
   gauge('signalbox_output_state', 'The state of an output\'s drain: 1 for the current state, 0 for the others.', () =>
-    outputs.flatMap((o) => OUTPUT_STATES.map((state): [Labels, number] => [{ output: o.name, type: o.type, state }, o.state === state ? 1 : 0])),
+    statuses().flatMap((o) => OUTPUT_STATES.map((state): [Labels, number] => [{ output: o.name, type: o.type, state }, o.state === state ? 1 : 0])),
   ['output', 'type', 'state']);
 
   const lv = sources.lastValues;
