@@ -317,6 +317,23 @@ describe('health, readiness and routing', () => {
   });
 });
 
+describe('history.maxRows in a running signalbox', () => {
+  test('the oldest rows beyond the cap are deleted in the background, counted in /metrics', async () => {
+    const clock = new FakeClock(T0);
+    const te = await engine(clock, `${CONFIG}history: { maxRows: 3 }\n`);
+    const c = await client(te);
+    for (let i = 0; i < 5; i++) {
+      await publish(c, `sensors/${i}`, String(i));
+      clock.advance(1);
+    }
+    expect((await get(te, `/api/history?${q({ filter: '#' })}`)).body.count).toBe(5);
+    clock.advance(60_000); // the retention interval
+    const left = await get(te, `/api/history?${q({ filter: '#', order: 'asc' })}`);
+    expect(left.body.messages.map((m: { topic: string }) => m.topic)).toEqual(['sensors/2', 'sensors/3', 'sensors/4']);
+    expect((await get(te, '/metrics')).body).toContain('signalbox_history_rows_deleted_total{reason="max_rows"} 2');
+  });
+});
+
 describe('GET /metrics', () => {
   test('serves Prometheus text with broker, rule, history, dead-letter, output and last-value series', async () => {
     const targets: Record<string, TestTarget> = {};
