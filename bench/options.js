@@ -8,13 +8,14 @@ export const PHASE_GROUPS = {
   tls: ['tls'],
   auth: ['auth'],
   influx: ['influx'],
+  history: ['history'],
 };
 const ALL_PHASES = Object.values(PHASE_GROUPS).flat();
 
 /** Every knob, its environment variable, default and meaning (printed by `node bench/run.js --help`). */
 export const OPTIONS = [
   ['brokers', 'BENCH_BROKERS', 'aedes,signalbox', 'brokers to measure, comma-separated (aedes, signalbox; in the rules job aedes is the Aedes + JSONata peer)'],
-  ['phases', 'BENCH_PHASES', 'broker,rules,bridge,influx,tls,auth', `phases to run, comma-separated: ${Object.keys(PHASE_GROUPS).map((g) => `${g} (= ${PHASE_GROUPS[g].join(', ')})`).join(', ')}, or single phases`],
+  ['phases', 'BENCH_PHASES', 'broker,rules,bridge,history,influx,tls,auth', `phases to run, comma-separated: ${Object.keys(PHASE_GROUPS).map((g) => `${g} (= ${PHASE_GROUPS[g].join(', ')})`).join(', ')}, or single phases`],
   ['ceiling', 'BENCH_CEILING', 1, '1 = also run the throughput load against the null broker (load generator ceiling)'],
   ['publishers', 'BENCH_PUBLISHERS', 4, 'publishing connections, each on its own topic'],
   ['qos0Messages', 'BENCH_QOS0_MESSAGES', 100_000, 'messages in the QoS 0 throughput run'],
@@ -43,6 +44,9 @@ export const OPTIONS = [
   ['bridgeRate', 'BENCH_BRIDGE_RATE', 2_000, 'bridge job, steady latency: messages per second, all publishers together'],
   ['influxMessages', 'BENCH_INFLUX_MESSAGES', 100_000, 'influx job: QoS 1 messages (one point each) per measured round'],
   ['influxWarmupMessages', 'BENCH_INFLUX_WARMUP_MESSAGES', 20_000, 'influx job: messages sent (and not measured) before the rounds'],
+  ['historyMessages', 'BENCH_HISTORY_MESSAGES', 100_000, 'history job: QoS 1 messages (= history rows) per measured round'],
+  ['historyWarmupMessages', 'BENCH_HISTORY_WARMUP_MESSAGES', 20_000, 'history job: messages sent (and not measured) before the rounds'],
+  ['historyWindow', 'BENCH_HISTORY_WINDOW', 500, 'history job: unacked messages each publisher may have in flight'],
 ];
 
 

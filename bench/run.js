@@ -1,6 +1,6 @@
 // `npm run bench`: runs the broker benchmark and the rules job against signalbox and Aedes 1.2
-// (+ JSONata), the bridge job and the tls job, each broker in its own child process, prints a
-// table per job and writes bench/results/<job>.json and bench/results/latest.json.
+// (+ JSONata), the bridge, history, influx, tls and auth jobs, each broker in its own child
+// process, prints a table per job and writes bench/results/<job>.json and bench/results/latest.json.
 // Settings come from BENCH_* environment variables (--help).
 import { execFileSync } from 'node:child_process';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
@@ -18,6 +18,7 @@ import { authFailed, printAuth, runAuth } from './auth-connect.js';
 import { bridgeFailed, printBridge } from './bridge-report.js';
 import { printTls, runTls, tlsFailed } from './tls-job.js';
 import { influxFailed, printInflux, runInflux } from './influx-job.js';
+import { historyFailed, runHistory } from './history-job.js';
 import { buildRulesRows, formatRulesNotes, formatRulesTable } from './rules-report.js';
 import { formatBytes, formatInt, formatMs } from './stats.js';
 
@@ -146,6 +147,8 @@ async function main() {
   const auth = options.phases.includes('auth') && options.brokers.includes('signalbox') ? { meta: { ...meta }, ...(await runAuth(options)) } : undefined;
   // The influx job (influx-job.js) starts its own processes too: VictoriaMetrics and a signalbox child.
   const influx = options.phases.includes('influx') ? await runInflux(options, meta) : undefined;
+  // The history job (history-job.js) starts its own signalbox child and prints as it goes.
+  const history = options.phases.includes('history') ? await runHistory(options, meta) : undefined;
 
   const outputs = [];
   if (jobs.has('broker')) {
@@ -186,6 +189,8 @@ async function main() {
     printInflux(influx);
     outputs.push(['influx', influx]);
   }
+
+  if (history) outputs.push(['history', history]);
 
   if (outputs.length === 0) {
     console.log(`nothing to run: BENCH_PHASES=${options.phases.join(',')} with BENCH_BROKERS=${options.brokers.join(',')} selects no step`);
@@ -230,6 +235,7 @@ async function main() {
   if (tls && tlsFailed(tls)) process.exitCode = 1;
   if (auth && authFailed(auth)) process.exitCode = 1;
   if (influx && influxFailed(influx)) process.exitCode = 1;
+  if (history && historyFailed(history)) process.exitCode = 1;
 }
 
 main().catch((err) => {

@@ -2,6 +2,7 @@ import { existsSync } from 'node:fs';
 import { TextDecoder } from 'node:util';
 import { systemClock, type Clock } from '../clock.js';
 import { parseDuration } from '../config/units.js';
+import { describePayload } from '../http/payload.js';
 import { silentLogger, type Logger } from '../log.js';
 import { openDatabase, type Database } from '../storage/database.js';
 import { StorageError } from '../storage/errors.js';
@@ -75,20 +76,7 @@ function textLine(row: HistoryRow, decoder: TextDecoder): string {
  * `utf8` (a string), or `base64` (bytes that are not UTF-8).
  */
 function jsonLine(row: HistoryRow, decoder: TextDecoder): string {
-  const text = utf8(row.payload, decoder);
-  let payload: unknown = text;
-  let payloadEncoding = 'utf8';
-  if (text === undefined) {
-    payload = row.payload.toString('base64');
-    payloadEncoding = 'base64';
-  } else {
-    try {
-      payload = JSON.parse(text);
-      payloadEncoding = 'json';
-    } catch {
-      // Not JSON: kept as text.
-    }
-  }
+  const { payload, payloadEncoding } = describePayload(row.payload, decoder);
   const { topic, qos, retain, ruleId, clientId } = row;
   return `${JSON.stringify({ time: new Date(row.time).toISOString(), topic, qos, retain, ruleId, clientId, payload, payloadEncoding })}\n`;
 }

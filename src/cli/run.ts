@@ -3,9 +3,14 @@ import { ConfigError } from '../config/issues.js';
 import { loadProject } from '../config/load.js';
 import { createEngine } from '../engine/engine.js';
 import { RuleReloader } from '../engine/reload.js';
+import { HttpApi } from '../http/api.js';
 import type { Logger } from '../log.js';
 import { createOutputRegistry } from '../outputs/registry.js';
 import { StorageError } from '../storage/errors.js';
+
+function isLoopback(host: string): boolean {
+  return host === '::1' || host.startsWith('127.') || host === 'localhost';
+}
 
 export interface RunOptions {
   config: string;
@@ -48,6 +53,21 @@ export async function runCommand(options: RunOptions, log: Logger): Promise<numb
     await engine.close();
     return 1;
   }
+  // The HTTP API starts once the listeners are bound; /readyz goes 503 when shutdown begins.
+  let listening = true;
+  const httpApi = config.http ? new HttpApi(config.http, engine, { clock: systemClock, log, listening: () => listening }) : undefined;
+  if (httpApi) {
+    try {
+      const address = await httpApi.listen();
+      log.info({ host: address.host, port: address.port }, 'HTTP API listening');
+      if (!isLoopback(address.host)) log.warn({ host: address.host }, 'the HTTP API has no authentication and listens beyond loopback: anyone who reaches it can read history');
+    } catch (err) {
+      log.fatal({ err }, (err as Error).message);
+      process.stderr.write(`signalbox: not starting: ${(err as Error).message}\n`);
+      await engine.close();
+      return 1;
+    }
+  }
   const reloader = new RuleReloader({
     dir: config.rulesDir,
     configFile: config.file,
@@ -71,7 +91,9 @@ export async function runCommand(options: RunOptions, log: Logger): Promise<numb
       log.info({ signal }, 'shutting down');
       reloader.stop();
       process.off('SIGHUP', onHup);
-      engine.close().then(
+      listening = false;
+      const closed = httpApi ? httpApi.close().then(() => engine.close()) : engine.close();
+      closed.then(
         () => resolve(0),
         (err: unknown) => {
           log.error({ err }, 'error during shutdown');

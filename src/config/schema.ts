@@ -2,11 +2,20 @@ import { z } from 'zod';
 import { DEFAULT_EXPRESSION_LIMITS } from '../rules/expression.js';
 import { DEFAULT_MAX_HOPS } from '../engine/processor.js';
 import { brokerSchema } from './broker.js';
-import { parseDuration } from './units.js';
+import { parseDuration, parseSize } from './units.js';
 
 export const DEFAULT_STORAGE_PATH = 'data/signalbox.db';
 export const DEFAULT_RULES_PATH = 'rules';
 export const DEFAULT_HISTORY_RETENTION_MS = 30 * 86_400_000;
+/** Default `history.maxRows`: about 2-4 GB of disk with small JSON payloads. */
+export const DEFAULT_HISTORY_MAX_ROWS = 10_000_000;
+export const DEFAULT_HTTP_HOST = '127.0.0.1';
+/** Default `http.port` (Prometheus itself defaults to 9090: set another port when both run on one host). */
+export const DEFAULT_HTTP_PORT = 9090;
+/** Default `http.lastValues.maxTopics`. */
+export const DEFAULT_LAST_VALUES_MAX_TOPICS = 100_000;
+/** Default `http.lastValues.maxBytes`: payload and topic bytes the last-value cache holds. */
+export const DEFAULT_LAST_VALUES_MAX_BYTES = 64 * 1024 * 1024;
 
 const duration = (what: string) =>
   z.union([z.number(), z.string()]).transform((v, ctx) => {
@@ -16,6 +25,16 @@ const duration = (what: string) =>
       return z.NEVER;
     }
     return ms;
+  });
+
+const size = (what: string) =>
+  z.union([z.number(), z.string()]).transform((v, ctx) => {
+    const bytes = parseSize(v);
+    if (bytes === undefined) {
+      ctx.addIssue({ code: 'custom', message: `${what} must be a size such as 67108864, "64MiB" or "1GiB", got ${JSON.stringify(v)}` });
+      return z.NEVER;
+    }
+    return bytes;
   });
 
 export const storageSchema = z
@@ -31,8 +50,38 @@ export const storageSchema = z
 export const historySchema = z
   .object({
     retention: duration('retention').default(DEFAULT_HISTORY_RETENTION_MS).describe('How long history rows are kept. Default 30d.'),
+    maxRows: z
+      .number()
+      .int()
+      .min(1)
+      .default(DEFAULT_HISTORY_MAX_ROWS)
+      .describe(`Most history rows kept; beyond it the oldest are deleted in the background (counted and logged). Default ${DEFAULT_HISTORY_MAX_ROWS}.`),
   })
   .strict();
+
+export const lastValuesSchema = z
+  .object({
+    maxTopics: z
+      .number()
+      .int()
+      .min(1)
+      .default(DEFAULT_LAST_VALUES_MAX_TOPICS)
+      .describe(`Most topics whose latest stored message is kept in memory for GET /api/last; the least recently updated is evicted (counted). Default ${DEFAULT_LAST_VALUES_MAX_TOPICS}.`),
+    maxBytes: size('maxBytes')
+      .default(DEFAULT_LAST_VALUES_MAX_BYTES)
+      .describe('Most topic and payload bytes the last-value cache holds; the least recently updated topics are evicted beyond it (counted). Default 64MiB.'),
+  })
+  .strict();
+
+export const httpSchema = z
+  .object({
+    host: z.string().min(1).default(DEFAULT_HTTP_HOST).describe(`Address the HTTP API listens on. Default ${DEFAULT_HTTP_HOST} (loopback only: the API has no authentication).`),
+    port: z.number().int().min(0).max(65535).default(DEFAULT_HTTP_PORT).describe(`TCP port of the HTTP API; 0 lets the OS choose. Default ${DEFAULT_HTTP_PORT}.`),
+    lastValues: lastValuesSchema.default(() => lastValuesSchema.parse({})).describe('The in-memory cache behind GET /api/last.'),
+  })
+  .strict();
+
+export type HttpConfig = z.output<typeof httpSchema>;
 
 export const engineSchema = z
   .object({
@@ -50,6 +99,8 @@ export const configSchema = z
     storage: storageSchema.default(() => storageSchema.parse({})),
     history: historySchema.default(() => historySchema.parse({})),
     engine: engineSchema.default(() => engineSchema.parse({})),
+    // `http:` with nothing under it is YAML null: the same as `http: {}`.
+    http: z.preprocess((v) => (v === null ? {} : v), httpSchema.optional()).describe('The HTTP API (health, Prometheus metrics, history and last values). Off unless this section is present; `http: {}` serves 127.0.0.1:9090.'),
     rules: z.string().min(1).default(DEFAULT_RULES_PATH).describe(`Folder of *.yaml rule files, relative to the config file. Default ${DEFAULT_RULES_PATH}.`),
     outputs: z
       .record(z.string(), z.object({ type: z.string() }).loose())

@@ -3,6 +3,7 @@ import type Database from 'better-sqlite3';
 import { createBroker, type Broker } from '../broker/broker.js';
 import { systemClock, type Clock } from '../clock.js';
 import type { Config, Project } from '../config/load.js';
+import { LastValueCache } from '../http/last-values.js';
 import type { Logger } from '../log.js';
 import type { OutputRegistry } from '../outputs/registry.js';
 import type { CompiledRule } from '../rules/compile.js';
@@ -39,6 +40,8 @@ export interface Engine {
   readonly deadLetters: DeadLetterStore;
   /** The named remote outputs and their durable outboxes. */
   readonly outputs: RemoteOutputs;
+  /** The newest stored message per topic, for the HTTP API; undefined when `http:` is off. */
+  readonly lastValues: LastValueCache | undefined;
   /** Replaces the running rules at once (after they were validated). */
   setRules(rules: readonly CompiledRule[]): void;
   /**
@@ -66,7 +69,9 @@ export function createEngine(config: Config, rules: readonly CompiledRule[], dep
   const db: Database.Database = openDatabase(config.storage.path, { durability: config.storage.durability, log });
   // One group-commit batcher for everything a message causes: broker state, history, ...
   const batcher = new WriteBatcher(db, { clock, log });
-  const history = new HistoryStore(db, { clock, log, batcher });
+  // Fed after each history commit; only kept when the HTTP API (its reader) is on.
+  const lastValues = config.http ? new LastValueCache(config.http.lastValues) : undefined;
+  const history = new HistoryStore(db, { clock, log, batcher, onStored: lastValues?.storedRows });
   const persistence = new SqliteBrokerPersistence(db, batcher);
   const deadLetters = new DeadLetterStore(db, { clock, log });
   // The broker, the processor and the outputs need each other: the processor republishes
@@ -90,7 +95,8 @@ export function createEngine(config: Config, rules: readonly CompiledRule[], dep
     publish: (input) => broker!.publish(input),
   });
   broker = createBroker(config.broker, { log, clock, onPublish: processor.onPublish, persistence, users: config.users });
-  history.startRetention(config.history.retention, RETENTION_INTERVAL_MS);
+  history.startRetention(config.history.retention, RETENTION_INTERVAL_MS, config.history.maxRows);
+  if (lastValues) void lastValues.seed(history, log);
   outputs.start();
   const redriver = new Redriver({ deadLetters, processor, outputs, clock, log });
   redriver.start();
@@ -102,6 +108,7 @@ export function createEngine(config: Config, rules: readonly CompiledRule[], dep
     history,
     deadLetters,
     outputs,
+    lastValues,
     setRules: (next) => processor.setRules(next),
     async reload(project) {
       processor.setRules(project.compiled.rules);
@@ -113,6 +120,7 @@ export function createEngine(config: Config, rules: readonly CompiledRule[], dep
       }
     },
     async close() {
+      lastValues?.close();
       await b.close();
       await redriver.stop();
       await processor.close();

@@ -61,8 +61,8 @@ export function toRuleInput(message: Message): RuleInput {
     timestamp: message.timestamp,
     properties: toRuleProperties(message.properties),
     hops: message.hops,
-    // Symbol keys: invisible to JSONata, Object.keys and JSON, and set in the literal so
-    // every input has one shape (defineProperty per message cost more than the rest).
+    // Hot path: symbol keys in the literal, not Object.defineProperty (several times slower
+    // per message). Symbol keys are invisible to JSONata, Object.keys and JSON.stringify.
     [RAW]: message.payload,
     // The original properties, so outputs pass on bytes (correlation data) JSONata only sees as text.
     [PROPERTIES]: message.properties,
@@ -84,9 +84,8 @@ function toRuleProperties(p: MessageProperties | undefined): RuleProperties {
 
 /** The input after a transform: same message, new payload. */
 export function withPayload(input: RuleInput, payload: unknown): RuleInput {
-  // The spread copies the symbol keys too: the old bytes no longer describe the payload.
-  const next: Tagged = { ...input, payload, [RAW]: undefined, [PROPERTIES]: (input as Tagged)[PROPERTIES] };
-  return next;
+  // The spread carries PROPERTIES over; RAW, the bytes of the old payload, must not be.
+  return { ...input, payload, [RAW]: undefined } as Tagged;
 }
 
 /**

@@ -30,6 +30,13 @@ export interface ProcessorDeps extends SinkDeps {
 
 const noop = (): void => undefined;
 
+/** What to wait for before acknowledging: nothing, the one effect, or all of them. */
+function settle(pending: Promise<void>[]): Promise<void> | undefined {
+  if (pending.length === 0) return undefined;
+  if (pending.length === 1) return pending[0];
+  return Promise.all(pending).then(noop);
+}
+
 /** `CODE: message` when the error carries a code (SB_EXPR_TIMEOUT, ...), else the message. */
 function describeError(err: unknown): string {
   if (!(err instanceof Error)) return String(err);
@@ -50,6 +57,8 @@ export class RuleProcessor {
   private router: RuleRouter;
   private readonly sinks = new Map<string, EffectSink>();
   private tail: Promise<void> = Promise.resolve();
+  /** Messages chained on `tail` whose effects are not dispatched yet. */
+  private queued = 0;
 
   constructor(
     rules: readonly CompiledRule[],
@@ -93,21 +102,45 @@ export class RuleProcessor {
     return this.process(message, [rule]) ?? Promise.resolve();
   }
 
-  private process(message: Message, rules: readonly CompiledRule[]): Promise<void> {
+  private process(message: Message, rules: readonly CompiledRule[]): Promise<void> | undefined {
+    // Hot path: with no message queued ahead (`queued` is 0) the rules run at once; when they
+    // all stay in the synchronous fast path, their effects are dispatched at once too, with
+    // no promise per step. Order holds: nothing earlier is still waiting to be dispatched.
+    if (this.queued === 0) {
+      try {
+        const input = toRuleInput(message);
+        const outcomes = rules.map((rule) => runRule(rule, input));
+        if (!outcomes.some((o) => o instanceof Promise)) return settle(this.dispatch(message, outcomes as RuleOutcome[]));
+        return this.enqueue(message, Promise.all(outcomes));
+      } catch (err) {
+        return Promise.reject(err);
+      }
+    }
     // Messages are evaluated one after another, chained on `tail`: evaluation is CPU-bound, so
     // running them concurrently gains nothing, and an expression's time limit (wall clock)
     // would then also count the time spent on every other message in flight: one process
     // stall would time out all of them instead of one.
-    const dispatched = this.tail
-      .then(() => {
+    return this.enqueue(
+      message,
+      this.tail.then(() => {
         const input = toRuleInput(message);
         const outcomes = rules.map((rule) => runRule(rule, input));
         // Rules in the synchronous fast path need no Promise.all.
         return outcomes.some((o) => o instanceof Promise) ? Promise.all(outcomes) : (outcomes as RuleOutcome[]);
-      })
-      .then((outcomes) => this.dispatch(message, outcomes));
+      }),
+    );
+  }
+
+  /** Dispatches `message` once `evaluated` settles, after every message queued before it. */
+  private enqueue(message: Message, evaluated: Promise<RuleOutcome[]>): Promise<void> {
+    this.queued++;
+    const dispatched = evaluated.then((outcomes) => this.dispatch(message, outcomes));
+    const done = (): void => {
+      this.queued--;
+    };
+    dispatched.then(done, done);
     this.tail = dispatched.then(noop, noop);
-    return dispatched.then((pending) => (pending.length === 0 ? undefined : Promise.all(pending).then(noop)));
+    return dispatched.then((pending) => settle(pending) ?? undefined);
   }
 
   /** Starts every effect of one message; returns what to wait for before acknowledging it. */

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { payloadBytes, type RuleInput } from '../engine/message.js';
+import { FALLBACK } from '../rules/expression.js';
 import { compileSetting } from './common.js';
 import type { CompiledAction, Effect, OutputType } from './types.js';
 
@@ -17,20 +18,26 @@ export const historyOutput: OutputType<typeof schema> = {
 
   compile(settings, ctx): CompiledAction {
     const topic = settings.topic === undefined ? undefined : compileSetting(settings.topic, ['topic'], ctx.limits);
+    const effect = (input: RuleInput, ruleId: string, storedTopic: string): Effect[] => [
+      {
+        type: 'history',
+        ruleId,
+        topic: storedTopic,
+        payload: payloadBytes(input),
+        qos: input.qos,
+        retain: input.retain,
+        source: { clientId: input.clientId, timestamp: input.timestamp, hops: input.hops },
+      },
+    ];
     return {
       type: 'history',
-      async plan(input: RuleInput, ruleId: string): Promise<Effect[]> {
-        return [
-          {
-            type: 'history',
-            ruleId,
-            topic: topic ? await topic.render(input) : input.topic,
-            payload: payloadBytes(input),
-            qos: input.qos,
-            retain: input.retain,
-            source: { clientId: input.clientId, timestamp: input.timestamp, hops: input.hops },
-          },
-        ];
+      plan(input: RuleInput, ruleId: string): Effect[] | Promise<Effect[]> {
+        // Hot path: the message's own topic, or a template in the fast-path subset, plans
+        // synchronously, so the rule stays in the synchronous fast path (no promise per message).
+        if (topic === undefined) return effect(input, ruleId, input.topic);
+        const rendered = topic.renderSync(input);
+        if (rendered !== FALLBACK) return effect(input, ruleId, rendered);
+        return topic.render(input).then((t) => effect(input, ruleId, t));
       },
     };
   },

@@ -1,10 +1,11 @@
 import type BetterSqlite3 from 'better-sqlite3';
 import type { Clock, TimerHandle } from '../clock.js';
 import type { Logger } from '../log.js';
-import { matchesFilter } from '../topics/match.js';
-import { validateTopicFilter } from '../topics/validate.js';
 import { WriteBatcher, type WriteOp } from './batcher.js';
 import { toStorageError } from './errors.js';
+import { HistoryReader, type HistoryQuery } from './history-query.js';
+
+export { DEFAULT_QUERY_LIMIT, MAX_QUERY_LIMIT, type HistoryQuery } from './history-query.js';
 
 /** One message stored by a rule's `history` output. */
 export interface HistoryRow {
@@ -18,20 +19,6 @@ export interface HistoryRow {
   ruleId: string;
   /** The client that published it. */
   clientId: string;
-}
-
-/** A {@link HistoryStore.query}: which messages, and how many. */
-export interface HistoryQuery {
-  /** An MQTT topic filter (`+` and `#` allowed, `$share/` not). */
-  filter: string;
-  /** Only messages at or after this time (ms since the epoch). */
-  since?: number;
-  /** Only messages before this time (ms since the epoch, exclusive). */
-  until?: number;
-  /** At most this many rows, 1 to {@link MAX_QUERY_LIMIT}. Default {@link DEFAULT_QUERY_LIMIT}. */
-  limit?: number;
-  /** `desc` (default): the newest first; `asc`: the oldest first. */
-  order?: 'asc' | 'desc';
 }
 
 /** Options of {@link HistoryStore}. */
@@ -48,6 +35,33 @@ export interface HistoryStoreOptions {
    * own built from maxBatchRows and maxBatchDelayMs.
    */
   batcher?: WriteBatcher;
+  /**
+   * Called after each commit with the rows it stored, in the order they were appended (the
+   * last-value cache of the HTTP API listens here). Must not throw; called once per batch.
+   */
+  onStored?: (rows: readonly HistoryRow[]) => void;
+}
+
+/** Counters of a {@link HistoryStore}, for metrics and benchmarks. */
+export interface HistoryStats {
+  /** Rows committed since start. */
+  rowsWritten: number;
+  /** Commits that stored history rows. */
+  commits: number;
+  /** Rows deleted for being older than `history.retention`. */
+  deletedByRetention: number;
+  /** Rows deleted, oldest first, to stay within `history.maxRows`. */
+  deletedByCap: number;
+}
+
+/** What the background task of {@link HistoryStore.startRetention} enforces. */
+export interface RetentionSettings {
+  /** Rows older than this many ms are deleted. */
+  retentionMs: number;
+  /** Beyond this many rows the oldest are deleted; undefined: no cap. */
+  maxRows?: number;
+  /** A pass runs this often (ms), and sooner when rows go past maxRows by a chunk. */
+  intervalMs: number;
 }
 
 /** Default {@link HistoryStoreOptions.maxBatchRows}. */
@@ -56,57 +70,13 @@ export const DEFAULT_MAX_BATCH_ROWS = 1000;
 export const DEFAULT_MAX_BATCH_DELAY_MS = 5;
 /** Rows per multi-row INSERT statement. */
 const INSERT_ROWS_PER_STATEMENT = 32;
-/** Default {@link HistoryQuery.limit}. */
-export const DEFAULT_QUERY_LIMIT = 100;
-/** Largest {@link HistoryQuery.limit}. */
-export const MAX_QUERY_LIMIT = 10_000;
 /** Rows one retention statement deletes, so one statement holds the write lock briefly. */
 export const RETENTION_CHUNK_ROWS = 5_000;
-
-/** Rows fetched per round when a wildcard filter is checked in JS (see {@link HistoryStore.query}). */
-const MIN_PAGE_ROWS = 256;
-
-interface DbRow {
-  id: number;
-  time: number;
-  topic: string;
-  payload: Buffer;
-  qos: number;
-  retain: number;
-  rule_id: string;
-  client_id: string;
-}
-
-type TopicMode = 'all' | 'exact' | 'range';
-
-const COLUMNS = 'id, time, topic, payload, qos, retain, rule_id, client_id';
-
-/** Rows are paged by (time, id): `time` orders them, `id` breaks ties so no row repeats. */
-function selectSql(mode: TopicMode, order: 'asc' | 'desc'): string {
-  const topic = mode === 'exact' ? 'topic = ? AND ' : mode === 'range' ? 'topic >= ? AND topic < ? AND ' : '';
-  // The cursor bounds one side; the other side is the fixed since (asc) or until (desc).
-  const window = order === 'desc' ? 'time >= ? AND (time, id) < (?, ?)' : 'time < ? AND (time, id) > (?, ?)';
-  const dir = order === 'desc' ? 'DESC' : 'ASC';
-  return `SELECT ${COLUMNS} FROM history WHERE ${topic}${window} ORDER BY time ${dir}, id ${dir} LIMIT ?`;
-}
-
 /**
- * The index range covering every topic `filter` can match: the literal text before its first
- * wildcard. Wildcards occupy whole levels, so that text ends with `/`, and `[p, p with '/'
- * raised to '0')` holds exactly the topics starting with `p`. A final `#` also matches the
- * parent level (`a/#` matches `a`), so then the range starts at `a`; the extra topics it lets
- * in (`a-b`) are dropped by `matchesFilter`.
+ * Rows past `maxRows` that start a cap pass at once instead of at the next interval: one
+ * chunk, so under a steady stream the cap deletes a chunk at a time rather than a row.
  */
-function topicRange(filter: string): { mode: TopicMode; low: string; high: string } {
-  const plus = filter.indexOf('+');
-  const hash = filter.indexOf('#');
-  const first = plus === -1 ? hash : hash === -1 ? plus : Math.min(plus, hash);
-  if (first === -1) return { mode: 'exact', low: filter, high: filter };
-  if (first === 0) return { mode: 'all', low: '', high: '' };
-  const parent = filter.slice(0, first - 1);
-  const low = first === hash ? parent : filter.slice(0, first);
-  return { mode: 'range', low, high: `${parent}0` };
-}
+const CAP_SLACK_ROWS = RETENTION_CHUNK_ROWS;
 
 /**
  * Names what is wrong with a row, or undefined. Checked per append (a few typeofs) because
@@ -120,18 +90,6 @@ function rowProblem(r: HistoryRow): string | undefined {
   if (!Buffer.isBuffer(r.payload)) return 'payload must be a Buffer';
   if (r.qos !== 0 && r.qos !== 1 && r.qos !== 2) return 'qos must be 0, 1 or 2';
   return undefined;
-}
-
-function toRow(r: DbRow): HistoryRow {
-  return {
-    time: r.time,
-    topic: r.topic,
-    payload: r.payload,
-    qos: r.qos as 0 | 1 | 2,
-    retain: r.retain !== 0,
-    ruleId: r.rule_id,
-    clientId: r.client_id,
-  };
 }
 
 /**
@@ -151,9 +109,19 @@ export class HistoryStore {
   private readonly insertRows: WriteOp<HistoryRow[]>;
   private readonly maxBatchRows: number;
   private readonly deleteChunk: BetterSqlite3.Statement<[number, number]>;
-  private readonly selects = new Map<string, BetterSqlite3.Statement>();
+  private readonly deleteOldestChunk: BetterSqlite3.Statement<[number]>;
+  private readonly countRows: BetterSqlite3.Statement<[]>;
+  private readonly reader: HistoryReader;
+  private readonly onStored: ((rows: readonly HistoryRow[]) => void) | undefined;
   private retentionTimer: TimerHandle | undefined;
+  private retention: RetentionSettings | undefined;
+  /** Within a pass: its age cutoff, and what it removed so far (logged when it ends). */
+  private pass: { cutoff: number; old: number; capped: number } | undefined;
+  /** Rows in the table, once counted (the first cap pass counts; commits and deletes keep it). */
+  private rowCount: number | undefined;
   private closed = false;
+  /** Live counters; read them, do not write them. */
+  readonly stats: HistoryStats = { rowsWritten: 0, commits: 0, deletedByRetention: 0, deletedByCap: 0 };
 
   /** Prepares the statements; the `history` table must exist (see `openDatabase`). */
   constructor(db: BetterSqlite3.Database, options: HistoryStoreOptions) {
@@ -161,6 +129,7 @@ export class HistoryStore {
     this.clock = options.clock;
     this.log = options.log;
     this.maxBatchRows = Math.max(1, options.maxBatchRows ?? DEFAULT_MAX_BATCH_ROWS);
+    this.onStored = options.onStored;
     this.batcher =
       options.batcher ??
       new WriteBatcher(db, {
@@ -197,12 +166,12 @@ export class HistoryStore {
         insertOne.run(r.time, r.topic, r.payload, r.qos, r.retain ? 1 : 0, r.ruleId, r.clientId);
       }
     };
-    for (const mode of ['all', 'exact', 'range'] as const) {
-      for (const order of ['asc', 'desc'] as const) this.selects.set(`${mode} ${order}`, db.prepare(selectSql(mode, order)));
-    }
+    this.reader = new HistoryReader(db);
     this.deleteChunk = db.prepare<[number, number]>(
       'DELETE FROM history WHERE id IN (SELECT id FROM history WHERE time < ? ORDER BY time LIMIT ?)',
     );
+    this.deleteOldestChunk = db.prepare<[number]>('DELETE FROM history WHERE id IN (SELECT id FROM history ORDER BY time, id LIMIT ?)');
+    this.countRows = db.prepare<[]>('SELECT count(*) FROM history').pluck();
   }
 
   /**
@@ -223,10 +192,14 @@ export class HistoryStore {
       // No open batch holds our write (none yet, or the last one ended): start one.
       rows = this.rows = [row];
       committed = this.rowsCommit = this.batcher.write(this.insertRows, rows);
-      // A batch that failed before inserting them must not leave them for the next one.
-      committed.catch(() => {
-        if (this.rows === rows) this.rows = [];
-      });
+      // One callback pair per batch, not per row: count what committed; a batch that failed
+      // before inserting them must not leave them for the next one.
+      committed.then(
+        () => this.stored(rows),
+        () => {
+          if (this.rows === rows) this.rows = [];
+        },
+      );
     } else {
       rows.push(row);
     }
@@ -250,53 +223,22 @@ export class HistoryStore {
   }
 
   /**
-   * Messages matching `filter` within `[since, until)`, newest first by default. Wildcard
-   * filters read the index range of their literal prefix and check `matchesFilter` in JS,
-   * fetching further pages until `limit` rows matched or the range is exhausted.
-   *
-   * Throws a RangeError for an invalid filter or limit, a `StorageError` when SQLite fails.
+   * Messages matching `filter` within `[since, until)`, newest first by default (see
+   * {@link HistoryReader.query}). Throws a RangeError for an invalid filter or limit, a
+   * `StorageError` when SQLite fails.
    */
   query(q: HistoryQuery): HistoryRow[] {
-    const problem = validateTopicFilter(q.filter);
-    if (problem !== undefined) throw new RangeError(`invalid history filter '${q.filter}': ${problem}`);
-    const limit = q.limit ?? DEFAULT_QUERY_LIMIT;
-    if (!Number.isSafeInteger(limit) || limit < 1 || limit > MAX_QUERY_LIMIT) {
-      throw new RangeError(`history query limit must be a whole number from 1 to ${MAX_QUERY_LIMIT}, got ${limit}`);
-    }
-    if ((q.since !== undefined && !Number.isFinite(q.since)) || (q.until !== undefined && !Number.isFinite(q.until))) {
-      throw new RangeError(`history query since/until must be finite ms since the epoch, got ${q.since} and ${q.until}`);
-    }
-    const order = q.order ?? 'desc';
-    const since = Math.ceil(q.since ?? Number.MIN_SAFE_INTEGER);
-    const until = Math.ceil(q.until ?? Number.MAX_SAFE_INTEGER);
-    const range = topicRange(q.filter);
-    // Only an exact topic needs no check in JS ('#' alone must still skip '$' topics).
-    const check = range.mode !== 'exact';
-    const pageRows = check ? Math.max(limit, MIN_PAGE_ROWS) : limit;
-    const head: unknown[] = range.mode === 'exact' ? [range.low] : range.mode === 'range' ? [range.low, range.high] : [];
-    // The cursor starts just outside the window: (until, -inf) going down, (since, -inf) going up.
-    let cursorTime = order === 'desc' ? until : since;
-    let cursorId = Number.MIN_SAFE_INTEGER;
-    const bound = order === 'desc' ? since : until;
-    const out: HistoryRow[] = [];
-    try {
-      const stmt = this.selects.get(`${range.mode} ${order}`)!;
-      for (;;) {
-        const page = stmt.all(...head, bound, cursorTime, cursorId, pageRows) as DbRow[];
-        for (const r of page) {
-          if (!check || matchesFilter(q.filter, r.topic)) {
-            out.push(toRow(r));
-            if (out.length === limit) return out;
-          }
-        }
-        if (page.length < pageRows) return out;
-        const last = page[page.length - 1]!;
-        cursorTime = last.time;
-        cursorId = last.id;
-      }
-    } catch (err) {
-      throw toStorageError(err, this.db.name);
-    }
+    return this.reader.query(q);
+  }
+
+  /** {@link query} within a budget of rows examined (see {@link HistoryReader.scan}). */
+  scan(q: HistoryQuery, maxScanRows: number): ReturnType<HistoryReader['scan']> {
+    return this.reader.scan(q, maxScanRows);
+  }
+
+  /** The newest row of each of the next `limit` topics after `afterTopic` (see {@link HistoryReader.latestPerTopic}). */
+  latestPerTopic(afterTopic: string, limit: number): HistoryRow[] {
+    return this.reader.latestPerTopic(afterTopic, limit);
   }
 
   /**
@@ -321,46 +263,116 @@ export class HistoryStore {
   }
 
   /**
-   * Runs retention every `intervalMs` on the clock's (unref'd) timers, one chunk per timer
-   * tick so other work runs in between, logging what each pass removed. Errors are logged and
-   * the next pass runs as planned. Replaces a running retention task.
+   * Deletes the oldest rows until at most `maxRows` remain, in statements of
+   * {@link RETENTION_CHUNK_ROWS} rows. Runs to the end synchronously (counts the table first);
+   * the background task ({@link startRetention}) does the same a chunk per timer tick.
+   * Returns the number of rows deleted; throws a `StorageError` when SQLite fails.
    */
-  startRetention(retentionMs: number, intervalMs: number): void {
+  enforceMaxRows(maxRows: number): number {
+    if (!(Number.isSafeInteger(maxRows) && maxRows >= 0)) throw new RangeError(`history maxRows must be a whole number of rows, got ${maxRows}`);
+    let removed = 0;
+    try {
+      this.rowCount = this.countRows.get() as number;
+      while (this.rowCount > maxRows) {
+        const n = this.deleteOldest(Math.min(this.rowCount - maxRows, RETENTION_CHUNK_ROWS));
+        removed += n;
+        if (n === 0) break;
+      }
+      return removed;
+    } catch (err) {
+      throw toStorageError(err, this.db.name);
+    }
+  }
+
+  /**
+   * Runs retention every `intervalMs` on the clock's (unref'd) timers: rows older than
+   * `retentionMs`, then the oldest rows beyond `maxRows`, one chunk per timer tick so the
+   * broker and the rules run in between, logging what each pass removed. A commit that takes
+   * the table a chunk past `maxRows` starts a pass at once. Errors are logged and the next
+   * pass runs as planned. Replaces a running retention task.
+   */
+  startRetention(retentionMs: number, intervalMs: number, maxRows?: number): void {
     if (!(retentionMs > 0) || !(intervalMs > 0)) {
       throw new RangeError(`history retention and its interval must be positive ms, got ${retentionMs} and ${intervalMs}`);
     }
+    if (maxRows !== undefined && !(Number.isSafeInteger(maxRows) && maxRows > 0)) throw new RangeError(`history maxRows must be a positive whole number, got ${maxRows}`);
     this.stopRetention();
-    let cutoff = 0;
-    let removed = 0;
-    const tick = (): void => {
-      if (removed === 0) cutoff = this.clock.now() - retentionMs;
-      let more = false;
-      try {
-        const n = this.deleteOlderThan(cutoff);
-        removed += n;
-        more = n === RETENTION_CHUNK_ROWS;
-      } catch (err) {
-        this.log.error({ err: toStorageError(err, this.db.name), removed }, 'history retention failed; retrying at the next interval');
-      }
-      if (more) {
-        this.retentionTimer = this.clock.setTimeout(tick, 0);
-        return;
-      }
-      if (removed > 0) this.log.info({ removed, olderThan: new Date(cutoff).toISOString() }, 'history retention removed old rows');
-      removed = 0;
-      this.retentionTimer = this.clock.setTimeout(tick, intervalMs);
-    };
-    this.retentionTimer = this.clock.setTimeout(tick, intervalMs);
+    this.retention = { retentionMs, intervalMs, maxRows };
+    this.retentionTimer = this.clock.setTimeout(this.retentionTick, intervalMs);
   }
 
   /** Stops the background retention task, if any. */
   stopRetention(): void {
     if (this.retentionTimer !== undefined) this.clock.clearTimeout(this.retentionTimer);
     this.retentionTimer = undefined;
+    this.retention = undefined;
+    this.pass = undefined;
+  }
+
+  /** One chunk of a retention pass: old rows first, then rows beyond the cap. */
+  private readonly retentionTick = (): void => {
+    const settings = this.retention;
+    if (settings === undefined) return;
+    this.retentionTimer = undefined;
+    const pass = (this.pass ??= { cutoff: this.clock.now() - settings.retentionMs, old: 0, capped: 0 });
+    let more = false;
+    try {
+      const n = this.deleteOlderThan(pass.cutoff);
+      pass.old += n;
+      more = n === RETENTION_CHUNK_ROWS;
+      if (!more && settings.maxRows !== undefined) {
+        // Counted once (a full index scan); from then on commits and deletes keep the count.
+        this.rowCount ??= this.countRows.get() as number;
+        const excess = this.rowCount - settings.maxRows;
+        if (excess > 0) {
+          const removed = this.deleteOldest(Math.min(excess, RETENTION_CHUNK_ROWS));
+          pass.capped += removed;
+          more = removed > 0 && excess > removed;
+        }
+      }
+    } catch (err) {
+      this.log.error({ err: toStorageError(err, this.db.name), removed: pass.old + pass.capped }, 'history retention failed; retrying at the next interval');
+      more = false;
+    }
+    if (more) {
+      this.retentionTimer = this.clock.setTimeout(this.retentionTick, 0);
+      return;
+    }
+    if (pass.old > 0) this.log.info({ removed: pass.old, olderThan: new Date(pass.cutoff).toISOString() }, 'history retention removed old rows');
+    if (pass.capped > 0) this.log.warn({ removed: pass.capped, maxRows: settings.maxRows, rows: this.rowCount }, 'history reached maxRows: removed the oldest rows');
+    this.pass = undefined;
+    this.retentionTimer = this.clock.setTimeout(this.retentionTick, settings.intervalMs);
+  };
+
+  /** After a commit: counts its rows, tells `onStored`, starts a cap pass when far enough past `maxRows`. */
+  private stored(rows: HistoryRow[]): void {
+    this.stats.rowsWritten += rows.length;
+    this.stats.commits++;
+    if (this.rowCount !== undefined) {
+      this.rowCount += rows.length;
+      const max = this.retention?.maxRows;
+      if (max !== undefined && this.pass === undefined && this.rowCount > max + CAP_SLACK_ROWS) {
+        if (this.retentionTimer !== undefined) this.clock.clearTimeout(this.retentionTimer);
+        this.retentionTimer = this.clock.setTimeout(this.retentionTick, 0);
+        // Marks the pass as started, so later commits do not schedule it again.
+        this.pass = { cutoff: this.clock.now() - this.retention!.retentionMs, old: 0, capped: 0 };
+      }
+    }
+    this.onStored?.(rows);
+  }
+
+  private deleteOldest(n: number): number {
+    const removed = this.deleteOldestChunk.run(n).changes;
+    this.stats.deletedByCap += removed;
+    if (this.rowCount !== undefined) this.rowCount -= removed;
+    return removed;
   }
 
   private deleteOlderThan(cutoff: number): number {
-    return this.deleteChunk.run(cutoff, RETENTION_CHUNK_ROWS).changes;
+    const removed = this.deleteChunk.run(cutoff, RETENTION_CHUNK_ROWS).changes;
+    this.stats.deletedByRetention += removed;
+    if (this.rowCount !== undefined) this.rowCount -= removed;
+    return removed;
   }
 
 

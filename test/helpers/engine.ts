@@ -1,9 +1,10 @@
 import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import type { Clock } from '../../src/clock.js';
+import { systemClock, type Clock } from '../../src/clock.js';
 import { loadProject, type Project } from '../../src/config/load.js';
 import { createEngine, type Engine } from '../../src/engine/engine.js';
+import { HttpApi } from '../../src/http/api.js';
 import { silentLogger, type Logger } from '../../src/log.js';
 import type { ConnectorType } from '../../src/outputs/connector.js';
 import { createConnectorRegistry } from '../../src/outputs/connectors.js';
@@ -35,20 +36,27 @@ export interface TestEngine {
   configFile: string;
   port: number;
   url: string;
+  /** The HTTP API, started when the config has `http:` (use `http: { port: 0 }`). */
+  http?: { api: HttpApi; url: string; setListening(listening: boolean): void };
   /** Reloads rules from disk into the running engine (throws ConfigError on problems). */
   reload(): void;
+  /** Stops signalbox and starts it again on the same files and database. */
+  restart(): Promise<TestEngine>;
   close(): Promise<void>;
 }
+
+type EngineDepsOption = { log?: Logger; clock?: Clock; env?: NodeJS.ProcessEnv; actions?: OutputType[]; connectors?: ConnectorType[] };
 
 /**
  * Starts a whole signalbox (broker + storage + rules) from files written to a temp dir, on
  * 127.0.0.1 with an OS-chosen port. Throws the loader's ConfigError when the files are bad.
  */
-export async function startEngine(
-  files: ProjectFiles,
-  deps: { log?: Logger; clock?: Clock; env?: NodeJS.ProcessEnv; actions?: OutputType[]; connectors?: ConnectorType[] } = {},
-): Promise<TestEngine> {
+export async function startEngine(files: ProjectFiles, deps: EngineDepsOption = {}): Promise<TestEngine> {
   const { dir, configFile, cleanup } = writeProject(files);
+  return startFrom(dir, configFile, cleanup, deps);
+}
+
+async function startFrom(dir: string, configFile: string, cleanup: () => void, deps: EngineDepsOption): Promise<TestEngine> {
   const registry = createOutputRegistry(deps.actions ?? []);
   const connectors = createConnectorRegistry(deps.connectors ?? []);
   let project: Project;
@@ -58,8 +66,23 @@ export async function startEngine(
     cleanup();
     throw err;
   }
-  const engine = createEngine(project.config, project.compiled.rules, { log: deps.log ?? silentLogger(), registry, connectors, clock: deps.clock });
+  const log = deps.log ?? silentLogger();
+  const engine = createEngine(project.config, project.compiled.rules, { log, registry, connectors, clock: deps.clock });
   const [address] = await engine.broker.listen();
+  let listening = true;
+  let http: TestEngine['http'];
+  if (project.config.http) {
+    const api = new HttpApi(project.config.http, engine, { clock: deps.clock ?? systemClock, log, listening: () => listening });
+    const bound = await api.listen();
+    http = { api, url: `http://127.0.0.1:${bound.port}`, setListening: (on) => (listening = on) };
+  }
+  let stopped = false;
+  const stop = async () => {
+    if (stopped) return;
+    stopped = true;
+    await http?.api.close();
+    await engine.close();
+  };
   return {
     engine,
     project,
@@ -67,11 +90,16 @@ export async function startEngine(
     configFile,
     port: address!.port,
     url: `mqtt://127.0.0.1:${address!.port}`,
+    http,
     reload() {
       engine.setRules(loadProject(configFile, { explicit: true, registry, connectors, env: deps.env ?? process.env }).compiled.rules);
     },
+    async restart() {
+      await stop();
+      return startFrom(dir, configFile, cleanup, deps);
+    },
     async close() {
-      await engine.close();
+      await stop();
       cleanup();
     },
   };
