@@ -101,32 +101,58 @@ export function encodePublishProperties(properties: MessageProperties | undefine
   return buf;
 }
 
+/** Bytes of a whole PUBLISH: `remaining` is its Remaining Length, `size` the packet. */
+export function publishSize(topicBytes: number, qos: number, payloadLength: number, properties: Buffer | undefined): { remaining: number; size: number } {
+  const propsLength = properties === undefined ? 0 : varintLength(properties.length) + properties.length;
+  const remaining = 2 + topicBytes + (qos > 0 ? 2 : 0) + propsLength + payloadLength;
+  return { remaining, size: 1 + varintLength(remaining) + remaining };
+}
+
+/**
+ * Writes a whole PUBLISH (header, then `payload` unless `withPayload` is false) into `buf`
+ * at `o`; returns the offset after what it wrote. `remaining` comes from {@link publishSize}.
+ */
+export function writePublish(
+  buf: Buffer,
+  o: number,
+  topic: string,
+  topicBytes: number,
+  qos: number,
+  retain: boolean,
+  packetId: number,
+  payload: Buffer,
+  properties: Buffer | undefined,
+  remaining: number,
+  withPayload = true,
+): number {
+  buf[o++] = 0x30 | (qos << 1) | (retain ? 0x01 : 0);
+  o = writeVarint(buf, o, remaining);
+  buf[o++] = topicBytes >> 8;
+  buf[o++] = topicBytes & 0xff;
+  o += buf.write(topic, o, 'utf8');
+  if (qos > 0) {
+    buf[o++] = packetId >> 8;
+    buf[o++] = packetId & 0xff;
+  }
+  if (properties !== undefined) {
+    o = writeVarint(buf, o, properties.length);
+    o += properties.copy(buf, o);
+  }
+  if (withPayload) o += payload.copy(buf, o);
+  return o;
+}
+
 /**
  * Everything of a PUBLISH before its payload. `properties` is the MQTT 5 property block
  * (see {@link encodePublishProperties}), or undefined for MQTT 3.1.1. Returns the header and
  * the size of the whole packet (to check against the remote's Maximum Packet Size).
  */
 export function encodePublishHeader(topic: string, qos: number, retain: boolean, packetId: number, payloadLength: number, properties: Buffer | undefined): { header: Buffer; size: number } {
-  const topicLength = Buffer.byteLength(topic);
-  const propsLength = properties === undefined ? 0 : varintLength(properties.length) + properties.length;
-  const remaining = 2 + topicLength + (qos > 0 ? 2 : 0) + propsLength + payloadLength;
-  const headerLength = 1 + varintLength(remaining) + remaining - payloadLength;
-  const header = Buffer.allocUnsafe(headerLength);
-  let o = 0;
-  header[o++] = 0x30 | (qos << 1) | (retain ? 0x01 : 0);
-  o = writeVarint(header, o, remaining);
-  header[o++] = topicLength >> 8;
-  header[o++] = topicLength & 0xff;
-  o += header.write(topic, o, 'utf8');
-  if (qos > 0) {
-    header[o++] = packetId >> 8;
-    header[o++] = packetId & 0xff;
-  }
-  if (properties !== undefined) {
-    o = writeVarint(header, o, properties.length);
-    properties.copy(header, o);
-  }
-  return { header, size: headerLength + payloadLength };
+  const topicBytes = Buffer.byteLength(topic);
+  const { remaining, size } = publishSize(topicBytes, qos, payloadLength, properties);
+  const header = Buffer.allocUnsafe(size - payloadLength);
+  writePublish(header, 0, topic, topicBytes, qos, retain, packetId, Buffer.alloc(0), properties, remaining, false);
+  return { header, size };
 }
 
 /** PUBREL for `packetId` (reason Success, which MQTT 5 lets us leave out) [MQTT-3.6.2]. */

@@ -1,7 +1,7 @@
 import type { Writable } from 'node:stream';
 import type { OutboxMessage } from './connector.js';
 import { OutputError } from './connector.js';
-import { encodePublishHeader, encodePublishProperties, encodePubrel } from './bridge-encode.js';
+import { encodePublishProperties, encodePubrel, publishSize, writePublish } from './bridge-encode.js';
 
 /**
  * Packet identifiers 1..MQTTJS_IDS are MQTT.js's (its few own publishes and subscribes, see
@@ -45,6 +45,11 @@ interface Outgoing {
   readonly batch: BatchState;
   /** QoS 2: PUBREC seen, PUBREL sent, waiting for PUBCOMP. */
   released: boolean;
+  /** Set when it goes on the wire: packet id, and what encoding it needs. */
+  id: number;
+  topicBytes: number;
+  properties: Buffer | undefined;
+  remaining: number;
 }
 
 /** What the remote told us in CONNACK that limits what we send. */
@@ -79,11 +84,16 @@ export class BridgeSender {
   private readonly releasing = new Set<number>();
   private nextId = FIRST_ID;
 
+  /** The property block of a message without properties (MQTT 5): only the first hop. */
+  private readonly plainProperties: Buffer;
+
   constructor(
     private readonly name: string,
     /** MQTT 5: the user property counting bridge hops, incremented on every message sent. */
     private readonly hopsProperty: string,
-  ) {}
+  ) {
+    this.plainProperties = encodePublishProperties(undefined, hopsProperty);
+  }
 
   /** A connection is up: send on `stream`. `sessionPresent` releases reserved QoS 2 identifiers. */
   attach(stream: Writable, limits: SenderLimits, v5: boolean, sessionPresent: boolean): void {
@@ -125,7 +135,7 @@ export class BridgeSender {
     if (!this.stream) return Promise.reject(new OutputError(`bridge "${this.name}" is not connected`, { retryable: true }));
     return new Promise<void>((resolve, reject) => {
       const state: BatchState = { remaining: batch.length, settled: false, resolve, reject };
-      for (const message of batch) this.queue.push({ message, batch: state, released: false });
+      for (const message of batch) this.queue.push({ message, batch: state, released: false, id: 0, topicBytes: 0, properties: undefined, remaining: 0 });
       if (batch.length === 0) resolve();
       this.schedulePump();
     });
@@ -197,49 +207,64 @@ export class BridgeSender {
     if (!stream) return;
     const window = this.limits.window;
     if (this.queueHead >= this.queue.length || this.inflight.size + this.releasing.size >= window) return;
-    // One write per pump: the packets are copied into one buffer, which costs less than a
-    // writev of two chunks per message.
-    const chunks: Buffer[] = [];
+    // One write per pump: every packet is encoded straight into one buffer (sizes first),
+    // which costs less than a buffer per header and a writev of two chunks per message.
+    const batch: Outgoing[] = [];
     let bytes = 0;
     while (this.queueHead < this.queue.length && this.inflight.size + this.releasing.size < window) {
       const out = this.queue[this.queueHead]!;
       this.queue[this.queueHead++] = undefined as unknown as Outgoing;
       if (out.batch.settled) continue; // its batch failed already: the drain sends it again
-      bytes += this.transmit(chunks, out);
+      const size = this.admit(out);
+      if (size === 0) continue;
+      batch.push(out);
+      bytes += size;
     }
-    if (chunks.length > 0) stream.write(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, bytes));
+    if (batch.length > 0) {
+      const buf = Buffer.allocUnsafe(bytes);
+      let o = 0;
+      for (let i = 0; i < batch.length; i++) {
+        const out = batch[i]!;
+        const m = out.message;
+        o = writePublish(buf, o, m.topic, out.topicBytes, m.qos, m.retain, out.id, m.payload, out.properties, out.remaining);
+        if (m.qos === 0 && --out.batch.remaining === 0 && !out.batch.settled) {
+          // Handed to the socket in this pump: that is all QoS 0 promises.
+          out.batch.settled = true;
+          out.batch.resolve();
+        }
+      }
+      stream.write(buf);
+    }
     if (this.queueHead >= this.queue.length) {
       this.queue.length = 0;
       this.queueHead = 0;
     }
   }
 
-  /** Encodes one message into `chunks`; returns the bytes added. */
-  private transmit(chunks: Buffer[], out: Outgoing): number {
+  /**
+   * Gives a message its packet id and its encoding; returns its size in bytes, or 0 when it
+   * cannot be sent (its batch failed).
+   */
+  private admit(out: Outgoing): number {
     const m = out.message;
     const id = m.qos > 0 ? this.allocateId() : 0;
     if (id === undefined) {
       this.fail(out.batch, new OutputError(`bridge "${this.name}": no free packet identifier`, { retryable: true }));
       return 0;
     }
-    const properties = this.v5 ? encodePublishProperties(m.properties, this.hopsProperty) : undefined;
-    const { header, size } = encodePublishHeader(m.topic, m.qos, m.retain, id, m.payload.length, properties);
+    const properties = !this.v5 ? undefined : m.properties === undefined ? this.plainProperties : encodePublishProperties(m.properties, this.hopsProperty);
+    const topicBytes = Buffer.byteLength(m.topic);
+    const { remaining, size } = publishSize(topicBytes, m.qos, m.payload.length, properties);
     if (size > this.limits.maxPacketSize) {
       // [MQTT-3.1.2-24] never send more than the remote's Maximum Packet Size: permanent for this message.
       this.fail(out.batch, new OutputError(`bridge "${this.name}": message on ${m.topic} is ${size} bytes, more than the remote's maximum packet size ${this.limits.maxPacketSize}`, { retryable: false, code: 'SB_ERR_OUTPUT_REJECTED' }));
       return 0;
     }
-    chunks.push(header);
-    if (m.payload.length > 0) chunks.push(m.payload);
-    if (m.qos === 0) {
-      // Handed to the socket in this pump: that is all QoS 0 promises.
-      if (--out.batch.remaining === 0 && !out.batch.settled) {
-        out.batch.settled = true;
-        out.batch.resolve();
-      }
-    } else {
-      this.inflight.set(id, out);
-    }
+    out.id = id;
+    out.topicBytes = topicBytes;
+    out.properties = properties;
+    out.remaining = remaining;
+    if (m.qos > 0) this.inflight.set(id, out);
     return size;
   }
 
