@@ -210,7 +210,10 @@ export class OutboxStore {
   oldestTime(output: string): number | undefined {
     // Every waiting row in the tail (the drain keeps up): the answer is in memory.
     const tail = this.tails.get(output);
-    if (tail && tail.rows.length > tail.head && this.depth(output).count === tail.rows.length - tail.head) return tail.rows[tail.head]!.time;
+    if (tail && this.depth(output).count === tail.rows.length - tail.head + tail.pending.length) {
+      const first = tail.rows.length > tail.head ? tail.rows[tail.head] : tail.pending[0];
+      if (first) return first.time;
+    }
     return (this.selectOldest.get(output) as { time: number } | undefined)?.time;
   }
 
