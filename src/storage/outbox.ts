@@ -252,7 +252,10 @@ export class OutboxStore {
       if (page.length > 0) tail.served = Math.max(tail.served, page[page.length - 1]!.seq);
       return page;
     }
-    return this.readStored(output, tail, afterSeq, limit);
+    const stored = this.readStored(output, tail, afterSeq, limit);
+    if (stored.length === limit) return stored;
+    // Caught up with the floor: the rest of the page comes from the tail.
+    return stored.concat(this.read(output, tail.floor, limit - stored.length));
   }
 
   private readStored(output: string, tail: Tail, afterSeq: number, limit: number): OutboxMessage[] {
