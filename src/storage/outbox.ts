@@ -80,6 +80,8 @@ export const TAIL_MAX_ROWS = 8192;
  */
 export class OutboxStore {
   private readonly insertRows: (rows: Insert[]) => void;
+  /** Recounts every output's depth from the table. */
+  private readonly countDepths: () => void;
   /** Rows enqueued in the open batch; one batcher write inserts all of them. */
   private rows: Insert[] = [];
   private rowsCommit: Promise<void> | undefined;
@@ -130,9 +132,15 @@ export class OutboxStore {
     this.selectPage = db.prepare('SELECT seq, time, rule_id, client_id, topic, payload, qos, retain, properties, data, attempts FROM outbox WHERE output = ? AND seq > ? AND seq <= ? ORDER BY seq LIMIT ?');
     this.selectOldest = db.prepare('SELECT time FROM outbox WHERE output = ? ORDER BY seq LIMIT 1');
     this.bumpAttempts = db.prepare('UPDATE outbox SET attempts = attempts + 1 WHERE output = ? AND seq >= ? AND seq <= ?');
-    for (const r of db.prepare('SELECT output, count(*) AS n, coalesce(sum(length(payload)), 0) AS bytes FROM outbox GROUP BY output').all() as { output: string; n: number; bytes: number }[]) {
-      this.depths.set(r.output, { count: r.n, bytes: r.bytes });
-    }
+    this.countDepths = () => {
+      for (const d of this.depths.values()) d.count = d.bytes = 0;
+      for (const r of db.prepare('SELECT output, count(*) AS n, coalesce(sum(length(payload)), 0) AS bytes FROM outbox GROUP BY output').all() as { output: string; n: number; bytes: number }[]) {
+        const d = this.depth(r.output);
+        d.count = r.n;
+        d.bytes = r.bytes;
+      }
+    };
+    this.countDepths();
     this.startFloor = (db.prepare('SELECT coalesce(max(seq), 0) AS seq FROM outbox').get() as { seq: number }).seq;
     batcher.onSettled(this.onSettled);
   }
@@ -159,6 +167,8 @@ export class OutboxStore {
 
   /** Moves rows of a committed transaction into their tails; forgets those of a rolled-back one. */
   private readonly onSettled = (committed: boolean): void => {
+    // A rolled-back batch took its enqueued rows with it: count again (rare: storage failed).
+    if (!committed && (this.rows.length > 0 || this.pendingTails.size > 0)) this.countDepths();
     if (this.pendingTails.size === 0) return;
     for (const tail of this.pendingTails) {
       if (committed) {
