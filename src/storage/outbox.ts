@@ -80,6 +80,8 @@ export const TAIL_MAX_ROWS = 8192;
  */
 export class OutboxStore {
   private readonly insertRows: (rows: Insert[]) => void;
+  /** Each output's DELETE in the open batch, extended while the batch is open. */
+  private readonly deletes = new Map<string, { range: [string, number]; commit: Promise<void> }>();
   /** Recounts every output's depth from the table. */
   private readonly countDepths: () => void;
   /** Rows enqueued in the open batch; one batcher write inserts all of them. */
@@ -307,7 +309,16 @@ export class OutboxStore {
     }
     this.compact(tail, i);
     this.forgetSizes(output, (s) => s <= seq);
-    return this.batcher.write(this.deleteUpTo, [output, seq]);
+    // Several confirmations in one batch make one DELETE: the open one just reaches further.
+    const open = this.deletes.get(output);
+    if (open && this.batcher.pending() === open.commit) {
+      open.range[1] = Math.max(open.range[1], seq);
+      return open.commit;
+    }
+    const range: [string, number] = [output, seq];
+    const commit = this.batcher.write(this.deleteUpTo, range);
+    this.deletes.set(output, { range, commit });
+    return commit;
   }
 
   /** Forgets one row (moved to the dead letters, or dropped). */
