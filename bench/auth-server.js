@@ -30,6 +30,9 @@ export async function start({ users: userCount = 4, credentialCache = 1000 } = {
   if (!users) throw new Error(`bench users file did not load: ${JSON.stringify(issues)}`);
   const config = parseBrokerConfig({
     listeners: [{ type: 'mqtt', host: '127.0.0.1', port: 0 }],
+    // Every bench connection comes from 127.0.0.1: connection caps above what the run opens,
+    // as in the idle phase (defaults: 10,000 in all, 100 per second and 100 pending per IP).
+    limits: { maxConnections: 100_000, maxPendingConnectionsPerIp: 100_000, maxConnectRatePerIp: 1_000_000 },
     auth: { users: file, credentialCache },
     acl: [{ user: '*', allow: [{ subscribe: 'bench/%u/#' }, { publish: 'bench/%u/#' }] }],
   });
