@@ -70,6 +70,44 @@ export function toRuleInput(message: Message): RuleInput {
   return input;
 }
 
+/**
+ * The input document for rules that never read the payload or the levels (`rawOnly`
+ * compiled rules, such as a bridge's out mappings): the same fields, with `payload` and `levels` worked out only if
+ * something asks (they live on the prototype, so JSONata must never see this document).
+ */
+class RawRuleInput {
+  readonly [RAW]: Buffer;
+  readonly [PROPERTIES]: MessageProperties | undefined;
+
+  constructor(
+    readonly topic: string,
+    readonly qos: QoS,
+    readonly retain: boolean,
+    readonly clientId: string,
+    readonly timestamp: number,
+    readonly properties: RuleProperties,
+    readonly hops: number,
+    raw: Buffer,
+    original: MessageProperties | undefined,
+  ) {
+    this[RAW] = raw;
+    this[PROPERTIES] = original;
+  }
+
+  get payload(): unknown {
+    return parsePayload(this[RAW]);
+  }
+
+  get levels(): string[] {
+    return this.topic.split('/');
+  }
+}
+
+/** Builds the input document for rules that all read only raw fields (see {@link RawRuleInput}). */
+export function toRawRuleInput(message: Message): RuleInput {
+  return new RawRuleInput(message.topic, message.qos, message.retain, message.clientId, message.timestamp, toRuleProperties(message.properties), message.hops, message.payload, message.properties);
+}
+
 function toRuleProperties(p: MessageProperties | undefined): RuleProperties {
   if (!p) return {};
   const out: RuleProperties = {};

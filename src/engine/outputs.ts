@@ -152,8 +152,9 @@ export class RemoteOutputs {
   private overCap(r: Running, incoming: number): boolean {
     const depth = this.deps.store.depth(r.name);
     if (depth.count === 0) {
-      r.oldest = undefined;
-      r.oldestCheckedAt = -Infinity;
+      // The message being queued is the oldest now: no need to look it up (the drain often
+      // empties the outbox between batches, and a lookup per refill would cost a query).
+      r.oldest = r.oldestCheckedAt = this.deps.clock.now();
       return false;
     }
     if (depth.bytes + incoming > r.outbox.maxBytes) return true;

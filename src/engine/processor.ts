@@ -5,7 +5,7 @@ import type { Effect, EffectSink, SinkDeps } from '../outputs/types.js';
 import type { CompiledRule } from '../rules/compile.js';
 import type { DeadLetterStore } from '../storage/dead-letters.js';
 import { StorageError } from '../storage/errors.js';
-import { toRuleInput } from './message.js';
+import { toRawRuleInput, toRuleInput, type RuleInput } from './message.js';
 import { runRule, type RuleOutcome } from './pipeline.js';
 import { RuleRouter } from './router.js';
 
@@ -108,7 +108,7 @@ export class RuleProcessor {
     // no promise per step. Order holds: nothing earlier is still waiting to be dispatched.
     if (this.queued === 0) {
       try {
-        const input = toRuleInput(message);
+        const input = inputFor(message, rules);
         const outcomes = rules.map((rule) => runRule(rule, input));
         if (!outcomes.some((o) => o instanceof Promise)) return settle(this.dispatch(message, outcomes as RuleOutcome[]));
         return this.enqueue(message, Promise.all(outcomes));
@@ -123,7 +123,7 @@ export class RuleProcessor {
     return this.enqueue(
       message,
       this.tail.then(() => {
-        const input = toRuleInput(message);
+        const input = inputFor(message, rules);
         const outcomes = rules.map((rule) => runRule(rule, input));
         // Rules in the synchronous fast path need no Promise.all.
         return outcomes.some((o) => o instanceof Promise) ? Promise.all(outcomes) : (outcomes as RuleOutcome[]);
@@ -201,4 +201,10 @@ export class RuleProcessor {
     await this.tail;
     for (const sink of this.sinks.values()) await sink.close?.();
   }
+}
+
+/** The input document for `rules`: without parsing the payload when none of them reads it. */
+function inputFor(message: Message, rules: readonly CompiledRule[]): RuleInput {
+  for (let i = 0; i < rules.length; i++) if (rules[i]!.rawOnly !== true) return toRuleInput(message);
+  return toRawRuleInput(message);
 }

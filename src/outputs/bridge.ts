@@ -156,6 +156,7 @@ export function bridgeOutRules(name: string, settings: BridgeSettings): Compiled
       steps: [],
       file: `outputs.${name}`,
       line: 0,
+      rawOnly: true,
       actions: [
         {
           type: 'bridge',

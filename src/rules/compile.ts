@@ -24,6 +24,12 @@ export interface CompiledRule {
   readonly actions: readonly CompiledAction[];
   readonly file: string;
   readonly line: number;
+  /**
+   * True when its steps and actions read only the message's topic, QoS, retain flag, client
+   * id, timestamp, hops, properties and raw bytes, never the parsed payload or the levels
+   * (a bridge's out mapping): the input document is then built without parsing the payload.
+   */
+  readonly rawOnly?: boolean;
 }
 
 /** A `tests:` case with the file it came from. */
