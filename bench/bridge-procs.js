@@ -140,26 +140,37 @@ export async function startMosquitto(name, extra, { startTimeoutMs = 10_000 } = 
  * BENCH_CPU_PROF=<dir> writes its V8 CPU profile there.
  * @returns {Promise<BenchProcess & { counters: () => Promise<object>, info: object }>}
  */
-export async function startSignalboxBridge(remotePort, { startTimeoutMs = 15_000 } = {}) {
+export function startSignalboxBridge(remotePort, { startTimeoutMs = 15_000 } = {}) {
+  return forkEngineChild(SIGNALBOX_CHILD, { remotePort }, { kind: 'bridge', what: 'a bridge output', startTimeoutMs, stopTimeoutMs: STOP_TIMEOUT_MS });
+}
+
+/**
+ * Forks a whole-signalbox bench child that speaks servers/engine-child.js's protocol, with
+ * `options` as its argument, and resolves once it listens. `kind` names it in messages and
+ * in its CPU profile's file name (BENCH_CPU_PROF=<dir>).
+ * @returns {Promise<BenchProcess & { counters: () => Promise<object>, info: object }>}
+ */
+export async function forkEngineChild(file, options, { kind, what, startTimeoutMs, stopTimeoutMs }) {
   const execArgv = [];
-  if (process.env.BENCH_CPU_PROF) execArgv.push('--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`, `--cpu-prof-name=signalbox-bridge-${new Date().toISOString().replace(/[:.]/g, '-')}.cpuprofile`);
-  const child = fork(SIGNALBOX_CHILD, [JSON.stringify({ remotePort })], { execArgv, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  if (process.env.BENCH_CPU_PROF) execArgv.push('--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`, `--cpu-prof-name=signalbox-${kind}-${new Date().toISOString().replace(/[:.]/g, '-')}.cpuprofile`);
+  const child = fork(file, [JSON.stringify(options)], { execArgv, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
   let crashMessage;
   let stopping = false;
   let nextId = 0;
   const waiting = new Map();
   const exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+  const why = () => (crashMessage ? `: ${firstLine(crashMessage)}` : '');
   let exitInfo;
   exited.then((info) => {
     exitInfo = info;
-    const err = new Error(`signalbox bridge child exited (code ${info.code}, signal ${info.signal})${crashMessage ? `: ${firstLine(crashMessage)}` : ''}`);
+    const err = new Error(`signalbox ${kind} child exited (code ${info.code}, signal ${info.signal})${why()}`);
     for (const w of waiting.values()) w.reject(err);
     waiting.clear();
   });
   const ready = new Promise((resolve, reject) => {
     child.on('message', (m) => {
       if (m.type === 'ready') resolve(m);
-      else if (m.type === 'failed') reject(new Error(`signalbox (bridge) failed to start: ${firstLine(m.message)}`));
+      else if (m.type === 'failed') reject(new Error(`signalbox (${kind}) failed to start: ${firstLine(m.message)}`));
       else if (m.type === 'crashed') crashMessage = m.message;
       else if (m.type === 'counters') {
         const w = waiting.get(m.id);
@@ -169,11 +180,11 @@ export async function startSignalboxBridge(remotePort, { startTimeoutMs = 15_000
       }
     });
     child.once('error', reject);
-    exited.then(({ code, signal }) => reject(new Error(`signalbox bridge child exited during start (code ${code}, signal ${signal})${crashMessage ? `: ${firstLine(crashMessage)}` : ''}`)));
+    exited.then(({ code, signal }) => reject(new Error(`signalbox ${kind} child exited during start (code ${code}, signal ${signal})${why()}`)));
   });
   let started;
   try {
-    started = await withTimeout(ready, startTimeoutMs, 'starting signalbox with a bridge output');
+    started = await withTimeout(ready, startTimeoutMs, `starting signalbox with ${what}`);
   } catch (err) {
     child.kill('SIGKILL');
     throw err;
@@ -183,7 +194,7 @@ export async function startSignalboxBridge(remotePort, { startTimeoutMs = 15_000
     pid: child.pid,
     port: started.port,
     info: started.info,
-    crashed: () => (exitInfo && !stopping ? `signalbox bridge child exited (code ${exitInfo.code}, signal ${exitInfo.signal})${crashMessage ? `: ${firstLine(crashMessage)}` : ''}` : undefined),
+    crashed: () => (exitInfo && !stopping ? `signalbox ${kind} child exited (code ${exitInfo.code}, signal ${exitInfo.signal})${why()}` : undefined),
     counters() {
       const id = ++nextId;
       const reply = new Promise((resolve, reject) => waiting.set(id, { resolve, reject }));
@@ -195,7 +206,7 @@ export async function startSignalboxBridge(remotePort, { startTimeoutMs = 15_000
       if (exitInfo) return;
       if (child.connected) child.send({ type: 'close' });
       try {
-        await withTimeout(exited, STOP_TIMEOUT_MS, 'closing signalbox (bridge)');
+        await withTimeout(exited, stopTimeoutMs, `closing signalbox (${kind})`);
       } catch {
         signal(child.pid, 'SIGKILL');
         await exited;
@@ -204,7 +215,6 @@ export async function startSignalboxBridge(remotePort, { startTimeoutMs = 15_000
   };
 }
 
-/** Sends `sig` to one process by PID; one that already exited is fine. */
 function signal(pid, sig) {
   try {
     process.kill(pid, sig);

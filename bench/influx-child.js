@@ -16,12 +16,7 @@
 // run is one distinct sample (series pub, time) that VictoriaMetrics can count.
 // Started by bench/influx-job.js as `node influx-child.js '{"vmPort":N,"t0":ms}'`.
 //
-// IPC (process.send / 'message'):
-//   child → parent  { type: 'ready', port, info }           listening on 127.0.0.1:port
-//   child → parent  { type: 'failed', message }             could not start (then exits 1)
-//   child → parent  { type: 'crashed', message }            uncaught error (then exits 1)
-//   parent → child  { type: 'counters', id }                → { type: 'counters', id, counters }
-//   parent → child  { type: 'close' }                       → exits 0 after engine.close()
+// IPC: the protocol of servers/engine-child.js (ready, counters, close).
 //
 // BENCH_SIGNALBOX_DIST, BENCH_SIGNALBOX_LIMITS and BENCH_INFLUX_SETTINGS (JSON merged into the
 // output's settings) apply (diagnosis only).
@@ -29,13 +24,10 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { limitsOverride, signalboxDist } from './servers/dist.js';
+import { serveEngineChild } from './servers/engine-child.js';
 
 /** The output's name in signalbox.yaml. */
 export const OUTPUT = 'tsdb';
-
-function send(message) {
-  if (process.connected) process.send(message);
-}
 
 /** The rule file: one influx action, every expression in the synchronous fast path. */
 export function influxRule(t0) {
@@ -107,34 +99,4 @@ async function start({ vmPort, t0 }) {
   }
 }
 
-async function main() {
-  const server = await start(JSON.parse(process.argv[2] ?? '{}'));
-  process.on('message', (message) => {
-    if (message.type === 'counters') {
-      try {
-        send({ type: 'counters', id: message.id, counters: server.counters() });
-      } catch (err) {
-        send({ type: 'counters', id: message.id, error: err.message });
-      }
-    } else if (message.type === 'close') {
-      server.close().then(
-        () => process.exit(0),
-        () => process.exit(1),
-      );
-    }
-  });
-  process.on('uncaughtException', (err) => {
-    send({ type: 'crashed', message: err.stack ?? String(err) });
-    process.exit(1);
-  });
-  process.on('disconnect', () => process.exit(0));
-  send({ type: 'ready', port: server.port, info: server.info });
-}
-
-if (process.send) {
-  main().catch((err) => {
-    send({ type: 'failed', message: err?.stack ?? String(err) });
-    process.exitCode = 1;
-    process.disconnect?.();
-  });
-}
+serveEngineChild(start);

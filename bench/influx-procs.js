@@ -1,19 +1,18 @@
 // The processes of the influx benchmark: a VictoriaMetrics (the target, not under test) and
 // the signalbox child whose influx output writes to it. Both on free 127.0.0.1 ports, each
 // stopped by its PID; VictoriaMetrics keeps its data in a temp folder removed at the end.
-import { fork, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { accessSync, constants, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { freePort } from './bridge-procs.js';
+import { forkEngineChild, freePort } from './bridge-procs.js';
 import { delay, withTimeout } from './stats.js';
 
 /** Debian's VictoriaMetrics; BENCH_VICTORIA names another binary. */
 export const VICTORIA = process.env.BENCH_VICTORIA || '/usr/bin/victoria-metrics';
 const SIGNALBOX_CHILD = fileURLToPath(new URL('./influx-child.js', import.meta.url));
 const STOP_TIMEOUT_MS = 15_000;
-const IPC_TIMEOUT_MS = 10_000;
 
 /** Why VictoriaMetrics cannot be used here, or undefined when it can. */
 export function victoriaMissing() {
@@ -109,66 +108,6 @@ export async function startVictoriaBench({ startTimeoutMs = 15_000 } = {}) {
  * Forks bench/influx-child.js (the whole signalbox with one influx output to `vmPort`) and
  * resolves once it listens. BENCH_CPU_PROF=<dir> writes its V8 CPU profile there.
  */
-export async function startSignalboxInflux(vmPort, t0, { startTimeoutMs = 15_000 } = {}) {
-  const execArgv = [];
-  if (process.env.BENCH_CPU_PROF) execArgv.push('--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`, `--cpu-prof-name=signalbox-influx-${new Date().toISOString().replace(/[:.]/g, '-')}.cpuprofile`);
-  const child = fork(SIGNALBOX_CHILD, [JSON.stringify({ vmPort, t0 })], { execArgv, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
-  let crashMessage;
-  let stopping = false;
-  let nextId = 0;
-  const waiting = new Map();
-  let exitInfo;
-  const exited = new Promise((resolve) => child.once('exit', (code, sig) => resolve({ code, signal: sig })));
-  exited.then((info) => {
-    exitInfo = info;
-    const err = new Error(`signalbox influx child exited (code ${info.code}, signal ${info.signal})${crashMessage ? `: ${firstLine(crashMessage)}` : ''}`);
-    for (const w of waiting.values()) w.reject(err);
-    waiting.clear();
-  });
-  const ready = new Promise((resolve, reject) => {
-    child.on('message', (m) => {
-      if (m.type === 'ready') resolve(m);
-      else if (m.type === 'failed') reject(new Error(`signalbox (influx) failed to start: ${firstLine(m.message)}`));
-      else if (m.type === 'crashed') crashMessage = m.message;
-      else if (m.type === 'counters') {
-        const w = waiting.get(m.id);
-        waiting.delete(m.id);
-        if (m.error) w?.reject(new Error(m.error));
-        else w?.resolve(m.counters);
-      }
-    });
-    child.once('error', reject);
-    exited.then(({ code, signal: sig }) => reject(new Error(`signalbox influx child exited during start (code ${code}, signal ${sig})${crashMessage ? `: ${firstLine(crashMessage)}` : ''}`)));
-  });
-  let started;
-  try {
-    started = await withTimeout(ready, startTimeoutMs, 'starting signalbox with an influx output');
-  } catch (err) {
-    child.kill('SIGKILL');
-    throw err;
-  }
-  return {
-    name: 'signalbox',
-    pid: child.pid,
-    port: started.port,
-    info: started.info,
-    crashed: () => (exitInfo && !stopping ? `signalbox influx child exited (code ${exitInfo.code}, signal ${exitInfo.signal})${crashMessage ? `: ${firstLine(crashMessage)}` : ''}` : undefined),
-    counters() {
-      const id = ++nextId;
-      const reply = new Promise((resolve, reject) => waiting.set(id, { resolve, reject }));
-      if (child.connected) child.send({ type: 'counters', id });
-      return withTimeout(reply, IPC_TIMEOUT_MS, 'reading signalbox counters');
-    },
-    async stop() {
-      stopping = true;
-      if (exitInfo) return;
-      if (child.connected) child.send({ type: 'close' });
-      try {
-        await withTimeout(exited, STOP_TIMEOUT_MS, 'closing signalbox (influx)');
-      } catch {
-        signal(child.pid, 'SIGKILL');
-        await exited;
-      }
-    },
-  };
+export function startSignalboxInflux(vmPort, t0, { startTimeoutMs = 15_000 } = {}) {
+  return forkEngineChild(SIGNALBOX_CHILD, { vmPort, t0 }, { kind: 'influx', what: 'an influx output', startTimeoutMs, stopTimeoutMs: STOP_TIMEOUT_MS });
 }

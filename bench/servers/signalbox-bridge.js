@@ -13,25 +13,17 @@
 // the remote); the output is written in YAML flow style (JSON). Started by
 // bench/bridge-procs.js as `node signalbox-bridge.js '{"remotePort":N}'`.
 //
-// IPC (process.send / 'message'):
-//   child → parent  { type: 'ready', port, info }           listening on 127.0.0.1:port
-//   child → parent  { type: 'failed', message }             could not start (then exits 1)
-//   child → parent  { type: 'crashed', message }            uncaught error (then exits 1)
-//   parent → child  { type: 'counters', id }                → { type: 'counters', id, counters }
-//   parent → child  { type: 'close' }                       → exits 0 after engine.close()
+// IPC: the protocol of servers/engine-child.js (ready, counters, close).
 //
 // BENCH_SIGNALBOX_DIST and BENCH_SIGNALBOX_LIMITS apply (diagnosis only).
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { limitsOverride, signalboxDist } from './dist.js';
+import { serveEngineChild } from './engine-child.js';
 
 /** The output's name in signalbox.yaml. */
 export const OUTPUT = 'remote';
-
-function send(message) {
-  if (process.connected) process.send(message);
-}
 
 async function start({ remotePort }) {
   const dist = signalboxDist();
@@ -91,32 +83,4 @@ async function start({ remotePort }) {
   }
 }
 
-async function main() {
-  const server = await start(JSON.parse(process.argv[2] ?? '{}'));
-  process.on('message', (message) => {
-    if (message.type === 'counters') {
-      try {
-        send({ type: 'counters', id: message.id, counters: server.counters() });
-      } catch (err) {
-        send({ type: 'counters', id: message.id, error: err.message });
-      }
-    } else if (message.type === 'close') {
-      server.close().then(
-        () => process.exit(0),
-        () => process.exit(1),
-      );
-    }
-  });
-  process.on('uncaughtException', (err) => {
-    send({ type: 'crashed', message: err.stack ?? String(err) });
-    process.exit(1);
-  });
-  process.on('disconnect', () => process.exit(0));
-  send({ type: 'ready', port: server.port, info: server.info });
-}
-
-main().catch((err) => {
-  send({ type: 'failed', message: err?.stack ?? String(err) });
-  process.exitCode = 1;
-  process.disconnect?.();
-});
+serveEngineChild(start);
