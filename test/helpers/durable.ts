@@ -162,21 +162,8 @@ export async function startCli(project: DurableProject, options: CliOptions = {}
 function cliHandle(child: Child): CliSignalbox {
   return {
     child,
-    async stop(signal, { within = 10_000 } = {}) {
-      try {
-        process.kill(child.pid, signal);
-      } catch {
-        // ESRCH: it has exited already; `exited` tells how
-      }
-      let timer: NodeJS.Timeout | undefined;
-      const late = new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`signalbox (pid ${child.pid}) still running ${within} ms after ${signal}; output:\n${child.lines().join('\n')}`)), within);
-      });
-      try {
-        return await Promise.race([child.exited, late]);
-      } finally {
-        clearTimeout(timer);
-      }
+    stop(signal, { within = 10_000 } = {}) {
+      return child.stop(signal, { within, name: 'signalbox' });
     },
   };
 }

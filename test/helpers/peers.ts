@@ -125,6 +125,11 @@ export interface Child {
   waitForLine(match: RegExp, options?: { within?: number }): Promise<string>;
   /** Kills the process and its process group by PID (SIGKILL); a no-op once it has exited. */
   kill(): void;
+  /**
+   * Sends `signal` by PID and resolves once the process exited; after `within` ms it is
+   * killed and this rejects with its output, naming it `name`.
+   */
+  stop(signal: NodeJS.Signals, options: { within: number; name: string }): Promise<ExitResult>;
 }
 
 /**
@@ -226,7 +231,27 @@ export function startProcess(command: string, args: string[], options: StartOpti
       });
     });
 
-  return { pid: child.pid ?? -1, exited, lines: () => [...allLines], waitForLine, kill };
+  const stop = async (signal: NodeJS.Signals, { within, name }: { within: number; name: string }) => {
+    try {
+      if (child.pid !== undefined) process.kill(child.pid, signal);
+    } catch {
+      // ESRCH: it has exited already; `exited` tells how
+    }
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        kill();
+        reject(new Error(`${name} (pid ${child.pid}) still running ${within} ms after ${signal}; output:\n${allLines.join('\n')}`));
+      }, within);
+    });
+    try {
+      return await Promise.race([exited, late]);
+    } finally {
+      clearTimeout(timer);
+    }
+  };
+
+  return { pid: child.pid ?? -1, exited, lines: () => [...allLines], waitForLine, kill, stop };
 }
 
 /** Runs `command` to completion (or its deadline) and returns how it ended. */

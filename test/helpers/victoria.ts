@@ -104,23 +104,7 @@ export async function startVictoria(options: { port?: number } = {}): Promise<Vi
   const end = async (signal: 'SIGTERM' | 'SIGKILL') => {
     const c = child;
     if (!c || !running) return;
-    try {
-      process.kill(c.pid, signal);
-    } catch {
-      // ESRCH: exited already
-    }
-    let timer: NodeJS.Timeout | undefined;
-    const late = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => {
-        c.kill();
-        reject(new Error(`victoria-metrics (pid ${c.pid}) still running ${STOP_WITHIN_MS} ms after ${signal}; output:\n${c.lines().join('\n')}`));
-      }, STOP_WITHIN_MS);
-    });
-    try {
-      await Promise.race([c.exited, late]);
-    } finally {
-      clearTimeout(timer);
-    }
+    await c.stop(signal, { within: STOP_WITHIN_MS, name: 'victoria-metrics' });
   };
   const close = async () => {
     child?.kill();
