@@ -1,5 +1,6 @@
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import type { BrokerStats } from '../broker/context.js';
+import { limitCounters, type LimitCounter } from '../broker/limits-log.js';
 import type { ProcessorStats } from '../engine/processor.js';
 import type { HistoryStats } from '../storage/history.js';
 import type { LastValueStats } from './last-values.js';
@@ -83,9 +84,18 @@ export function createMetricsRegistry(sources: MetricsSources): Registry {
   counter('signalbox_messages_delivered_total', 'Messages routed to subscribers (messages out, one per subscriber).', () => b().messagesRouted);
   counter('signalbox_messages_dropped_total', 'Messages not delivered to a subscriber, by reason.', () => [
     [{ reason: 'queue_full' }, b().droppedQueueFull],
+    [{ reason: 'send_buffer' }, b().droppedSendBuffer],
     [{ reason: 'expired' }, b().droppedExpired],
     [{ reason: 'too_large' }, b().droppedTooLarge],
+    [{ reason: 'denied' }, b().deliveriesDenied],
   ], ['reason']);
+  counter('signalbox_limit_hits_total', 'Times a configured broker limit was hit, by the counter in broker.stats (see the README, Limits).', () =>
+    (Object.keys(limitCounters()) as LimitCounter[]).map((limit): [Labels, number] => [{ limit }, b()[limit]]), ['limit']);
+  counter('signalbox_auth_failures_total', 'CONNECTs refused for credentials, anonymous access, a will topic or a foreign session.', () => b().authFailures);
+  counter('signalbox_acl_denied_total', 'Publishes and subscriptions the ACL refused.', () => [
+    [{ action: 'publish' }, b().publishDenied],
+    [{ action: 'subscribe' }, b().subscribeDenied],
+  ], ['action']);
   counter('signalbox_publish_hook_errors_total', 'Messages whose rule work failed to be stored (not acknowledged).', () => b().publishHookErrors);
 
   counter('signalbox_rule_messages_total', 'Messages that matched at least one rule.', () => p().messagesMatched);

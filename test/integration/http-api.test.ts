@@ -368,6 +368,10 @@ describe('GET /metrics', () => {
     expect(value('signalbox_rule_evaluations_total{result="error"}')).toBe(1);
     expect(value('signalbox_dead_letters')).toBe(1);
     expect(value('signalbox_history_rows_deleted_total{reason="max_rows"}')).toBe(0);
+    expect(value('signalbox_limit_hits_total{limit="connectionsRefusedMax"}')).toBe(0);
+    expect(value('signalbox_messages_dropped_total{reason="send_buffer"}')).toBe(0);
+    expect(value('signalbox_acl_denied_total{action="publish"}')).toBe(0);
+    expect(value('signalbox_auth_failures_total')).toBe(0);
     await waitUntil(async () => /signalbox_output_delivered_total\{output="remote",type="test"\} 1/.test((await get(te, '/metrics')).body as string));
     const later = (await get(te, '/metrics')).body as string;
     expect(later).toContain('signalbox_output_waiting{output="remote",type="test"} 0');
