@@ -74,6 +74,31 @@ export async function publishNumbers(
   }
 }
 
+/**
+ * Publishes 0..total-1 (see {@link publishNumbers}) and kills `pid` with SIGKILL once
+ * `killAt` of them were acknowledged. Resolves with how the publishing ended ('closed' when
+ * the kill cut it short, as it should) and the numbers acknowledged before.
+ */
+export async function publishThenKill(
+  port: number,
+  pid: number,
+  { total, killAt, topic, clientId, window }: { total: number; killAt: number; topic: string; clientId: string; window: number },
+): Promise<{ outcome: 'done' | 'closed'; acked: Set<number> }> {
+  const acked = new Set<number>();
+  let killed = false;
+  const outcome = await publishNumbers(port, Array.from({ length: total }, (_, i) => i), acked, {
+    topic,
+    clientId,
+    window,
+    onAck: () => {
+      if (killed || acked.size < killAt) return;
+      killed = true;
+      process.kill(pid, 'SIGKILL');
+    },
+  });
+  return { outcome, acked };
+}
+
 /** Resolves once `ready()` holds, checked at each message the recorder gets; rejects after `within` ms. */
 export function untilMessages(rec: Recorder, ready: () => boolean, what: () => string, within: number): Promise<void> {
   return new Promise((resolve, reject) => {

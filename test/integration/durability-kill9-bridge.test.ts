@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { durableProject, recorder, startCli, withDb, type Recorder } from '../helpers/durable.js';
 import { bridgeState, mosquittoPeer, startMosquitto } from '../helpers/mosquitto.js';
-import { numberOf, prng, publishNumbers, untilMessages } from '../helpers/kill9.js';
+import { numberOf, prng, publishNumbers, publishThenKill, untilMessages } from '../helpers/kill9.js';
 
 /**
  * "Acked means stored" through a real remote output: a publisher sends numbered QoS 1
@@ -84,14 +84,7 @@ describe('acked means stored through a bridge: kill -9 under load', () => {
       const first = await startCli(project);
       await bridgeState(project.url, 'online', { name: 'remote' });
 
-      const all = Array.from({ length: TOTAL }, (_, i) => i);
-      const acked = new Set<number>();
-      let killed = false;
-      const outcome = await publishNumbers(project.port, all, acked, { topic: 'n/x', clientId: 'kill9-bridge-pub', window: WINDOW, onAck: () => {
-        if (killed || acked.size < killAt) return;
-        killed = true;
-        process.kill(first.child.pid, 'SIGKILL');
-      } });
+      const { outcome, acked } = await publishThenKill(project.port, first.child.pid, { total: TOTAL, killAt, topic: 'n/x', clientId: 'kill9-bridge-pub', window: WINDOW });
       expect(outcome, `seed ${seed}: the publisher finished before the kill`).toBe('closed');
       expect((await first.child.exited).signal).toBe('SIGKILL');
 
@@ -118,7 +111,7 @@ describe('acked means stored through a bridge: kill -9 under load', () => {
 
       // Restart on the same port and database; the publisher resends what it has no PUBACK for.
       const second = await startCli(project);
-      const rest = all.filter((n) => !acked.has(n));
+      const rest = Array.from({ length: TOTAL }, (_, i) => i).filter((n) => !acked.has(n));
       expect(await publishNumbers(project.port, rest, acked, { topic: 'n/x', clientId: 'kill9-bridge-pub', window: WINDOW })).toBe('done');
       expect(acked.size).toBe(TOTAL);
 

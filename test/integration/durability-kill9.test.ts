@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { durableProject, recorder, startCli, withDb, type Recorder } from '../helpers/durable.js';
-import { numberOf, prng, publishNumbers, untilMessages } from '../helpers/kill9.js';
+import { numberOf, prng, publishNumbers, publishThenKill, untilMessages } from '../helpers/kill9.js';
 
 /**
  * The "acked means stored" proof: a publisher sends numbered QoS 1 messages to a rule that
@@ -62,14 +62,7 @@ describe('acked means stored: kill -9 under load', () => {
       await sink.client.subscribeAsync('load/out', { qos: 1 });
       await sink.barrier();
 
-      const all = Array.from({ length: TOTAL }, (_, i) => i);
-      const acked = new Set<number>();
-      let killed = false;
-      const outcome = await publishNumbers(project.port, all, acked, { topic: 'load/in', clientId: 'kill9-pub', window: WINDOW, onAck: () => {
-        if (killed || acked.size < killAt) return;
-        killed = true;
-        process.kill(first.child.pid, 'SIGKILL');
-      } });
+      const { outcome, acked } = await publishThenKill(project.port, first.child.pid, { total: TOTAL, killAt, topic: 'load/in', clientId: 'kill9-pub', window: WINDOW });
       expect(outcome, `seed ${seed}: the publisher finished before the kill`).toBe('closed');
       expect((await first.child.exited).signal).toBe('SIGKILL');
 
@@ -96,7 +89,7 @@ describe('acked means stored: kill -9 under load', () => {
       const second = await startCli(project);
       const sinkAgain = await recorder(project.url, sinkOptions);
       expect(sinkAgain.connack.sessionPresent).toBe(true);
-      const rest = all.filter((n) => !acked.has(n));
+      const rest = Array.from({ length: TOTAL }, (_, i) => i).filter((n) => !acked.has(n));
       expect(await publishNumbers(project.port, rest, acked, { topic: 'load/in', clientId: 'kill9-pub', window: WINDOW })).toBe('done');
       expect(acked.size).toBe(TOTAL);
 
