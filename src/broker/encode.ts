@@ -6,9 +6,20 @@
  * with properties still go through mqtt-packet.
  */
 
-/** Bytes needed for `n` as an MQTT variable byte integer. */
-function varintLength(n: number): number {
+/** Bytes needed for `n` as an MQTT variable byte integer [MQTT-1.5.5]. */
+export function varintLength(n: number): number {
   return n < 128 ? 1 : n < 16_384 ? 2 : n < 2_097_152 ? 3 : 4;
+}
+
+/** Writes `n` as an MQTT variable byte integer into `buf` at `o`; returns the offset after it. */
+export function writeVarint(buf: Buffer, o: number, n: number): number {
+  do {
+    let byte = n % 128;
+    n = Math.floor(n / 128);
+    if (n > 0) byte |= 0x80;
+    buf[o++] = byte;
+  } while (n > 0);
+  return o;
 }
 
 /**
@@ -30,13 +41,7 @@ export function encodePublishHeader(
   const header = Buffer.allocUnsafe(headerLength);
   let o = 0;
   header[o++] = 0x30 | (dup ? 0x08 : 0) | (qos << 1) | (retain ? 0x01 : 0);
-  let r = remaining;
-  do {
-    let byte = r % 128;
-    r = Math.floor(r / 128);
-    if (r > 0) byte |= 0x80;
-    header[o++] = byte;
-  } while (r > 0);
+  o = writeVarint(header, o, remaining);
   header[o++] = topicLength >> 8;
   header[o++] = topicLength & 0xff;
   o += header.write(topic, o, 'utf8');

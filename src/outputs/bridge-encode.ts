@@ -1,26 +1,12 @@
+import { varintLength, writeVarint } from '../broker/encode.js';
 import type { MessageProperties } from '../broker/types.js';
 
 /**
- * PUBLISH encoding for the bridge's out direction, written for speed on purpose: one header
- * buffer per message (fixed header, topic, packet id, MQTT 5 properties) and the payload
- * left as it is, instead of MQTT.js's publish(), which deep-copies every packet for its
- * store and makes about a dozen small writes per PUBLISH.
+ * PUBLISH encoding for the bridge's out direction, written for speed on purpose: the sender
+ * sizes a pump's packets first, then writes them all into one buffer, instead of MQTT.js's
+ * publish(), which deep-copies every packet for its store and makes about a dozen small
+ * writes per PUBLISH.
  */
-
-/** Bytes needed for `n` as an MQTT variable byte integer. */
-function varintLength(n: number): number {
-  return n < 128 ? 1 : n < 16_384 ? 2 : n < 2_097_152 ? 3 : 4;
-}
-
-function writeVarint(buf: Buffer, o: number, n: number): number {
-  do {
-    let byte = n % 128;
-    n = Math.floor(n / 128);
-    if (n > 0) byte |= 0x80;
-    buf[o++] = byte;
-  } while (n > 0);
-  return o;
-}
 
 function writeString(buf: Buffer, o: number, s: string): number {
   const len = buf.write(s, o + 2, 'utf8');
@@ -109,8 +95,9 @@ export function publishSize(topicBytes: number, qos: number, payloadLength: numb
 }
 
 /**
- * Writes a whole PUBLISH (header, then `payload` unless `withPayload` is false) into `buf`
- * at `o`; returns the offset after what it wrote. `remaining` comes from {@link publishSize}.
+ * Writes a whole PUBLISH into `buf` at `o`; returns the offset after it. `remaining` comes
+ * from {@link publishSize}; `properties` is the MQTT 5 property block (see
+ * {@link encodePublishProperties}), or undefined for MQTT 3.1.1.
  */
 export function writePublish(
   buf: Buffer,
@@ -123,7 +110,6 @@ export function writePublish(
   payload: Buffer,
   properties: Buffer | undefined,
   remaining: number,
-  withPayload = true,
 ): number {
   buf[o++] = 0x30 | (qos << 1) | (retain ? 0x01 : 0);
   o = writeVarint(buf, o, remaining);
@@ -138,21 +124,7 @@ export function writePublish(
     o = writeVarint(buf, o, properties.length);
     o += properties.copy(buf, o);
   }
-  if (withPayload) o += payload.copy(buf, o);
-  return o;
-}
-
-/**
- * Everything of a PUBLISH before its payload. `properties` is the MQTT 5 property block
- * (see {@link encodePublishProperties}), or undefined for MQTT 3.1.1. Returns the header and
- * the size of the whole packet (to check against the remote's Maximum Packet Size).
- */
-export function encodePublishHeader(topic: string, qos: number, retain: boolean, packetId: number, payloadLength: number, properties: Buffer | undefined): { header: Buffer; size: number } {
-  const topicBytes = Buffer.byteLength(topic);
-  const { remaining, size } = publishSize(topicBytes, qos, payloadLength, properties);
-  const header = Buffer.allocUnsafe(size - payloadLength);
-  writePublish(header, 0, topic, topicBytes, qos, retain, packetId, Buffer.alloc(0), properties, remaining, false);
-  return { header, size };
+  return o + payload.copy(buf, o);
 }
 
 /** PUBREL for `packetId` (reason Success, which MQTT 5 lets us leave out) [MQTT-3.6.2]. */

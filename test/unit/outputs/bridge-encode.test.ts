@@ -1,7 +1,16 @@
 import fc from 'fast-check';
 import mqttPacket from 'mqtt-packet';
 import { describe, expect, it } from 'vitest';
-import { encodePublishHeader, encodePublishProperties, encodePubrel } from '../../../src/outputs/bridge-encode.js';
+import { encodePublishProperties, encodePubrel, publishSize, writePublish } from '../../../src/outputs/bridge-encode.js';
+
+/** One whole PUBLISH, as the sender writes it. */
+function encodePublish(topic: string, qos: number, retain: boolean, id: number, payload: Buffer, properties: Buffer | undefined): Buffer {
+  const topicBytes = Buffer.byteLength(topic);
+  const { remaining, size } = publishSize(topicBytes, qos, payload.length, properties);
+  const buf = Buffer.alloc(size);
+  expect(writePublish(buf, 0, topic, topicBytes, qos, retain, id, payload, properties, remaining)).toBe(size);
+  return buf;
+}
 
 /** Parses one packet with mqtt-packet, the codec MQTT.js and Mosquitto-compatible clients trust. */
 function parse(buf: Buffer, protocolVersion: 4 | 5): mqttPacket.Packet {
@@ -41,9 +50,7 @@ describe('the bridge PUBLISH encoder', () => {
         (topic, qos, retain, id, bytes, properties) => {
           const payload = Buffer.from(bytes);
           const props = encodePublishProperties(properties, 'hops');
-          const { header, size } = encodePublishHeader(topic, qos, retain, id, payload.length, props);
-          const packet = Buffer.concat([header, payload]);
-          expect(packet.length).toBe(size);
+          const packet = encodePublish(topic, qos, retain, id, payload, props);
           const p = parse(packet, 5) as mqttPacket.IPublishPacket;
           expect(p).toMatchObject({ cmd: 'publish', topic, qos, retain });
           if (qos > 0) expect(p.messageId).toBe(id);
@@ -65,14 +72,12 @@ describe('the bridge PUBLISH encoder', () => {
 
   it('counts one more hop than the message carried', () => {
     const props = encodePublishProperties({ userProperties: { hops: '2', a: 'b' } }, 'hops');
-    const { header } = encodePublishHeader('t', 1, false, 5, 0, props);
-    const p = parse(header, 5) as mqttPacket.IPublishPacket;
+    const p = parse(encodePublish('t', 1, false, 5, Buffer.alloc(0), props), 5) as mqttPacket.IPublishPacket;
     expect(p.properties?.userProperties).toEqual({ a: 'b', hops: '3' });
   });
 
   it('encodes an MQTT 3.1.1 PUBLISH without a property block', () => {
-    const { header } = encodePublishHeader('a/b', 1, true, 4242, 3, undefined);
-    const p = parse(Buffer.concat([header, Buffer.from('xyz')]), 4) as mqttPacket.IPublishPacket;
+    const p = parse(encodePublish('a/b', 1, true, 4242, Buffer.from('xyz'), undefined), 4) as mqttPacket.IPublishPacket;
     expect(p).toMatchObject({ topic: 'a/b', qos: 1, retain: true, messageId: 4242 });
     expect(p.payload.toString()).toBe('xyz');
   });
