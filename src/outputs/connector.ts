@@ -47,6 +47,21 @@ export class OutputError extends Error {
 }
 
 /**
+ * `Retry-After` (RFC 9110 §10.2.3) as a delay in ms from `now`: delay-seconds or an
+ * HTTP-date; undefined when absent or unreadable. For {@link OutputError}'s `retryAfterMs`
+ * (the drain caps what it honours).
+ */
+export function parseRetryAfter(header: string | readonly string[] | null | undefined, now: number): number | undefined {
+  const value = typeof header === 'string' ? header : header?.[0];
+  if (value === undefined) return undefined;
+  const v = value.trim();
+  if (/^\d+$/.test(v)) return Number(v) * 1000;
+  // An HTTP-date names a month and weekday; Date.parse alone would also take "-5" as a year.
+  const at = /[a-z]{3}/i.test(v) ? Date.parse(v) : Number.NaN;
+  return Number.isNaN(at) ? undefined : Math.max(0, at - now);
+}
+
+/**
  * A connection to one named remote output (`outputs.<name>`): the only thing an output
  * author writes. The framework owns the durable outbox, ordering, batching, retry and
  * backoff, and dead letters.

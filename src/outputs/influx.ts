@@ -3,7 +3,7 @@ import https from 'node:https';
 import { HttpError, InfluxDB } from '@influxdata/influxdb-client';
 import { z } from 'zod';
 import { parseDuration } from '../config/units.js';
-import { OutputError, type Connector, type ConnectorDeps, type ConnectorType, type OutboxMessage } from './connector.js';
+import { OutputError, parseRetryAfter, type Connector, type ConnectorDeps, type ConnectorType, type OutboxMessage } from './connector.js';
 import { malformedPoints, PRECISIONS, toLine } from './influx-line.js';
 import type { InfluxPoint } from './influx-points.js';
 
@@ -59,15 +59,6 @@ function writePath(s: InfluxSettings): string {
   return `/api/v2/write?${query.toString()}`;
 }
 
-/** Retry-After as ms: delta-seconds or an HTTP date (RFC 9110 §10.2.3); undefined when absent or unreadable. */
-export function retryAfterMs(header: string | string[] | undefined, now: number): number | undefined {
-  const value = Array.isArray(header) ? header[0] : header;
-  if (value === undefined || value.trim() === '') return undefined;
-  if (/^\s*\d+\s*$/.test(value)) return Number(value) * 1000;
-  const at = Date.parse(value);
-  return Number.isFinite(at) ? Math.max(0, at - now) : undefined;
-}
-
 /**
  * Maps a failed write request to the outbox's terms. 429 and 5xx (the target is busy or
  * down) and anything below HTTP (refused, reset, timed out) are retryable, after the
@@ -81,7 +72,7 @@ export function toOutputError(name: string, err: unknown, now: number): OutputEr
     const body = (err.body ?? '').trim().slice(0, MAX_BODY_CHARS);
     const text = `influx output "${name}": HTTP ${status}${err.statusMessage ? ` ${err.statusMessage}` : ''}${body ? `: ${body}` : ''}`;
     if (status === 429 || status >= 500) {
-      return new OutputError(text, { retryable: true, cause: err, retryAfterMs: retryAfterMs(err.headers?.['retry-after'], now) });
+      return new OutputError(text, { retryable: true, cause: err, retryAfterMs: parseRetryAfter(err.headers?.['retry-after'], now) });
     }
     return new OutputError(text, { retryable: false, cause: err });
   }

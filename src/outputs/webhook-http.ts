@@ -1,5 +1,5 @@
 import type { Clock } from '../clock.js';
-import { OutputError } from './connector.js';
+import { OutputError, parseRetryAfter } from './connector.js';
 
 /** Characters of a refusing response's body quoted in the error (and so in the dead letter). */
 export const ERROR_BODY_CHARS = 512;
@@ -80,19 +80,6 @@ function transportError(where: string, err: unknown, timedOut: boolean, options:
   const cause = (err as { cause?: { code?: string; message?: string } } | undefined)?.cause;
   const reason = cause ? [cause.code, cause.message].filter(Boolean).join(' ') : err instanceof Error ? err.message : String(err);
   return new OutputError(`${where}: ${reason || 'request failed'}`, { retryable: true, cause: err });
-}
-
-/**
- * `Retry-After` (RFC 9110 §10.2.3) as a delay in ms from `now`: delay-seconds or an
- * HTTP-date; undefined when absent or unreadable. The drain caps what it honours.
- */
-export function parseRetryAfter(value: string | null, now: number): number | undefined {
-  if (value === null) return undefined;
-  const v = value.trim();
-  if (/^\d+$/.test(v)) return Number(v) * 1000;
-  // An HTTP-date names a month and weekday; Date.parse alone would also take "-5" as a year.
-  const at = /[a-z]{3}/i.test(v) ? Date.parse(v) : Number.NaN;
-  return Number.isNaN(at) ? undefined : Math.max(0, at - now);
 }
 
 /** Reads up to `max` bytes of the body as text and discards the rest. */

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { influxSchema, retryAfterMs } from '../../../src/outputs/influx.js';
+import { parseRetryAfter } from '../../../src/outputs/connector.js';
+import { influxSchema } from '../../../src/outputs/influx.js';
 import { malformedPoints, timestampText, toLine } from '../../../src/outputs/influx-line.js';
 import { POINT_ERROR_CODE } from '../../../src/outputs/influx-points.js';
 
@@ -84,11 +85,11 @@ describe('influx output settings', () => {
 describe('Retry-After', () => {
   it('reads delta-seconds and HTTP dates, and ignores what it cannot read', () => {
     const now = Date.UTC(2026, 0, 1);
-    expect(retryAfterMs('3', now)).toBe(3000);
-    expect(retryAfterMs(new Date(now + 5000).toUTCString(), now)).toBe(5000);
-    expect(retryAfterMs(new Date(now - 5000).toUTCString(), now)).toBe(0);
-    expect(retryAfterMs(undefined, now)).toBeUndefined();
-    expect(retryAfterMs('soon', now)).toBeUndefined();
+    expect(parseRetryAfter('3', now)).toBe(3000);
+    expect(parseRetryAfter(new Date(now + 5000).toUTCString(), now)).toBe(5000);
+    expect(parseRetryAfter(new Date(now - 5000).toUTCString(), now)).toBe(0);
+    expect(parseRetryAfter(undefined, now)).toBeUndefined();
+    expect(parseRetryAfter('soon', now)).toBeUndefined();
   });
 });
 

@@ -3,11 +3,10 @@ import type { Message } from '../../../src/broker/types.js';
 import { systemClock } from '../../../src/clock.js';
 import { toRuleInput } from '../../../src/engine/message.js';
 import { silentLogger } from '../../../src/log.js';
-import { OutputError, type OutboxMessage } from '../../../src/outputs/connector.js';
+import { OutputError, parseRetryAfter, type OutboxMessage } from '../../../src/outputs/connector.js';
 import type { CompiledAction } from '../../../src/outputs/types.js';
 import { DEFAULT_EXPRESSION_LIMITS } from '../../../src/rules/expression.js';
 import { webhookAction, type InlineWebhookAction, WebhookRequestError } from '../../../src/outputs/webhook-action.js';
-import { parseRetryAfter } from '../../../src/outputs/webhook-http.js';
 import { webhookConnector, type WebhookRequest } from '../../../src/outputs/webhook.js';
 import { WebhookTarget } from '../../helpers/webhook-target.js';
 
