@@ -3,7 +3,6 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { generate, parser as createParser, type IConnackPacket, type IConnectPacket } from 'mqtt-packet';
-import { pino, type Logger } from 'pino';
 import { stringify } from 'yaml';
 import { hashPassword } from '../../src/broker/auth-hash.js';
 import { loadUsersFile, type UserTable } from '../../src/broker/auth-users.js';
@@ -22,13 +21,6 @@ export async function writeUsers(passwords: Record<string, string>, dir = mkdtem
   const table = loadUsersFile(file, issues);
   if (!table) throw new Error(`test users file did not load: ${JSON.stringify(issues)}`);
   return { file, users: table };
-}
-
-/** A logger that keeps every line it writes, parsed, for tests that check what was logged. */
-export function capturingLogger(): { log: Logger; lines: Array<Record<string, unknown>> } {
-  const lines: Array<Record<string, unknown>> = [];
-  const log = pino({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line) as Record<string, unknown>) });
-  return { log, lines };
 }
 
 /**

@@ -15,7 +15,8 @@ import { openDatabase } from '../../src/storage/database.js';
 import { MIGRATIONS } from '../../src/storage/migrations.js';
 import { silentLogger } from '../../src/log.js';
 import { createOutputRegistry } from '../../src/outputs/registry.js';
-import { capturingLogger, connectFrom, writeUsers } from '../helpers/auth.js';
+import { connectFrom, writeUsers } from '../helpers/auth.js';
+import { recordingLogger } from '../helpers/durable.js';
 import { cli, CLI } from '../helpers/cli.js';
 import { writeProject } from '../helpers/engine.js';
 import { collect, connect, nextMessage, startBroker, type TestBroker } from '../helpers/mqtt.js';
@@ -146,7 +147,7 @@ describe('anonymous clients', () => {
   });
 
   test('anonymous: true on a non-loopback listener starts with a warning', async () => {
-    const { log, lines } = capturingLogger();
+    const { log, lines } = recordingLogger();
     // The listener is configured for 0.0.0.0 but binds loopback, so the test stays on 127.0.0.1.
     const loopbackOnly = (lc: ListenerConfig) => createMqttListener({ ...lc, host: '127.0.0.1' });
     const broker = createBroker(parseBrokerConfig({ listeners: [{ type: 'mqtt', host: '0.0.0.0', port: 0, anonymous: true }] }), { log, listenerTypes: { mqtt: loopbackOnly } });
