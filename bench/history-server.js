@@ -12,12 +12,13 @@
 //   child → parent  { type: 'ready', port, info }  |  { type: 'failed', message }
 //   parent → child  { type: 'stats', id }           → { type: 'stats', id, rss, maxRss, cpu…, counters }
 //   parent → child  { type: 'close' }               → { type: 'closed' } and exit 0
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { INPUT_FILTER, RULES_LIMITS, TRANSFORM } from './rules-spec.js';
 import { limitsOverride, signalboxDist } from './servers/dist.js';
+import { closeEngine } from './servers/engine-child.js';
 
 /** The rule id of the history job. */
 const HISTORY_RULE_ID = 'bench-history';
@@ -71,17 +72,10 @@ async function start({ transform = false, lastValues = false } = {}) {
         }
         return out;
       },
-      async close() {
-        try {
-          await engine.close();
-        } finally {
-          rmSync(dir, { recursive: true, force: true });
-        }
-      },
+      close: () => closeEngine(engine, dir),
     };
   } catch (err) {
-    await engine.close().catch(() => {});
-    rmSync(dir, { recursive: true, force: true });
+    await closeEngine(engine, dir).catch(() => {});
     throw err;
   }
 }

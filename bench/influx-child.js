@@ -20,11 +20,11 @@
 //
 // BENCH_SIGNALBOX_DIST, BENCH_SIGNALBOX_LIMITS and BENCH_INFLUX_SETTINGS (JSON merged into the
 // output's settings) apply (diagnosis only).
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { limitsOverride, signalboxDist } from './servers/dist.js';
-import { serveEngineChild } from './servers/engine-child.js';
+import { closeEngine, serveEngineChild } from './servers/engine-child.js';
 
 /** The output's name in signalbox.yaml. */
 export const OUTPUT = 'tsdb';
@@ -84,17 +84,10 @@ async function start({ vmPort, t0 }) {
         const deadLetters = engine.db.prepare('SELECT count(*) FROM dead_letters').pluck().get();
         return { output, rules: { ...engine.processor.stats }, deadLetters };
       },
-      async close() {
-        try {
-          await engine.close();
-        } finally {
-          rmSync(dir, { recursive: true, force: true });
-        }
-      },
+      close: () => closeEngine(engine, dir),
     };
   } catch (err) {
-    await engine?.close().catch(() => {});
-    rmSync(dir, { recursive: true, force: true });
+    await closeEngine(engine, dir).catch(() => {});
     throw err;
   }
 }

@@ -8,6 +8,20 @@
 //   parent → child  { type: 'counters', id }                → { type: 'counters', id, counters }
 //   parent → child  { type: 'close' }                       → exits 0 after server.close()
 
+import { rmSync } from 'node:fs';
+
+/**
+ * Closes a bench child's engine (when it got that far) and then removes its temp project
+ * folder, whatever the close did.
+ */
+export async function closeEngine(engine, dir) {
+  try {
+    await engine?.close();
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 export function send(message) {
   if (process.connected) process.send(message);
 }

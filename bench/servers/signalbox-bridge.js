@@ -16,11 +16,11 @@
 // IPC: the protocol of servers/engine-child.js (ready, counters, close).
 //
 // BENCH_SIGNALBOX_DIST and BENCH_SIGNALBOX_LIMITS apply (diagnosis only).
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { limitsOverride, signalboxDist } from './dist.js';
-import { serveEngineChild } from './engine-child.js';
+import { closeEngine, serveEngineChild } from './engine-child.js';
 
 /** The output's name in signalbox.yaml. */
 export const OUTPUT = 'remote';
@@ -68,17 +68,10 @@ async function start({ remotePort }) {
         const deadLetters = engine.db.prepare('SELECT count(*) FROM dead_letters').pluck().get();
         return { output, broker: { ...engine.broker.stats }, rules: { ...engine.processor.stats }, deadLetters };
       },
-      async close() {
-        try {
-          await engine.close();
-        } finally {
-          rmSync(dir, { recursive: true, force: true });
-        }
-      },
+      close: () => closeEngine(engine, dir),
     };
   } catch (err) {
-    await engine?.close().catch(() => {});
-    rmSync(dir, { recursive: true, force: true });
+    await closeEngine(engine, dir).catch(() => {});
     throw err;
   }
 }

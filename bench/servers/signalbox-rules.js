@@ -7,13 +7,14 @@
 //   history      add `- history: {}` to the bench rule's outputs
 //
 // BENCH_SIGNALBOX_DIST and BENCH_SIGNALBOX_LIMITS apply here too (diagnosis only).
-import { mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import Database from 'better-sqlite3';
 import { RULES_LIMITS, ruleFiles } from '../rules-spec.js';
 import { limitsOverride, signalboxDist } from './dist.js';
+import { closeEngine } from './engine-child.js';
 
 /**
  * Writes the project into a fresh temp folder, starts signalbox from it on 127.0.0.1 with an
@@ -83,17 +84,10 @@ export async function start({ fillerRules = 9, history = false } = {}) {
           ...countRows(dbPath),
         };
       },
-      async close() {
-        try {
-          await engine.close();
-        } finally {
-          rmSync(dir, { recursive: true, force: true });
-        }
-      },
+      close: () => closeEngine(engine, dir),
     };
   } catch (err) {
-    await engine?.close().catch(() => {});
-    rmSync(dir, { recursive: true, force: true });
+    await closeEngine(engine, dir).catch(() => {});
     throw err;
   }
 }
