@@ -1,12 +1,12 @@
 import path from 'node:path';
 import { z } from 'zod';
 import type { CompiledRule } from '../rules/compile.js';
-import { messageProperties, payloadBytes, type RuleInput } from '../engine/message.js';
+import type { RuleInput } from '../engine/message.js';
 import { BridgeClient, HOPS_PROPERTY } from './bridge-client.js';
 import { compileMapping, mappingsEcho, type TopicMapping } from './bridge-mapping.js';
 import { qosSchema } from './common.js';
 import type { ConnectorType } from './connector.js';
-import { remoteActionFields, remoteActionType } from './remote.js';
+import { remoteActionFields, remoteActionType, remoteEffect } from './remote.js';
 import type { Effect } from './types.js';
 
 /** Bridge hops after which a message is not forwarded again (MQTT 5 remotes). */
@@ -165,19 +165,7 @@ export function bridgeOutRules(name: string, settings: BridgeSettings): Compiled
             if (hopsOf(input) >= settings.maxHops) return [];
             const topic = mapping.map(input.topic);
             if (topic === undefined) return [];
-            return [
-              {
-                type: 'bridge',
-                output: name,
-                ruleId,
-                topic,
-                payload: payloadBytes(input),
-                qos: m.qos ?? input.qos,
-                retain: m.retain === 'keep' ? input.retain : m.retain === 'always',
-                properties: messageProperties(input),
-                source: { clientId: input.clientId, timestamp: input.timestamp, hops: input.hops },
-              },
-            ];
+            return [remoteEffect('bridge', name, ruleId, input, topic, m.qos ?? input.qos, m.retain === 'keep' ? input.retain : m.retain === 'always', undefined)];
           },
         },
       ],

@@ -1,10 +1,10 @@
 import { z } from 'zod';
-import { messageProperties, payloadBytes, withPayload, type RuleInput } from '../engine/message.js';
+import { withPayload, type RuleInput } from '../engine/message.js';
 import { compileExpression, ExpressionError, FALLBACK, type CompiledExpression, type ExpressionLimits } from '../rules/expression.js';
 import type { CompiledTemplate } from '../rules/template.js';
 import { compileSetting } from './common.js';
 import { badName, FIELD_TYPES, PointError, toFieldValue, toTagValue, toTime, type FieldType, type FieldValue, type InfluxPoint } from './influx-points.js';
-import { remoteActionFields, remoteActionType } from './remote.js';
+import { remoteActionFields, remoteActionType, remoteEffect } from './remote.js';
 import { ActionConfigError, type CompiledAction, type Effect, type OutputType } from './types.js';
 
 /** A JSONata expression, or a YAML number/boolean taken as that constant. */
@@ -240,20 +240,7 @@ export const influxAction: OutputType<typeof influxActionSchema> = {
     const effect = (input: RuleInput, ruleId: string, points: InfluxPoint[]): Effect[] =>
       points.length === 0
         ? []
-        : [
-            {
-              type: 'influx',
-              output,
-              ruleId,
-              topic: input.topic,
-              payload: payloadBytes(input),
-              qos: input.qos,
-              retain: input.retain,
-              properties: messageProperties(input),
-              data: points,
-              source: { clientId: input.clientId, timestamp: input.timestamp, hops: input.hops },
-            },
-          ];
+        : [remoteEffect('influx', output, ruleId, input, input.topic, input.qos, input.retain, points)];
     return {
       type: 'influx',
       // Hot path: stays synchronous (no promise) while every expression is in the fast path.

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { messageProperties, payloadBytes, type RuleInput } from '../engine/message.js';
+import type { QoS } from '../broker/types.js';
 import { compileSetting, qosSchema } from './common.js';
 import { ActionConfigError, type CompiledAction, type Effect, type OutputType } from './types.js';
 
@@ -10,6 +11,25 @@ export const remoteActionFields = {
   qos: qosSchema.optional().describe('QoS at the output. Default: the message\'s QoS.'),
   retain: z.boolean().optional().describe('Retain flag at the output. Default: the message\'s.'),
 };
+
+/**
+ * The effect a remote action plans for one message: its payload bytes and MQTT 5 properties
+ * as they are, on `topic`, with the type's own `data`. Hot path: positional, no options object.
+ */
+export function remoteEffect(type: string, output: string, ruleId: string, input: RuleInput, topic: string, qos: QoS, retain: boolean, data: unknown): Effect {
+  return {
+    type,
+    output,
+    ruleId,
+    topic,
+    payload: payloadBytes(input),
+    qos,
+    retain,
+    properties: messageProperties(input),
+    data,
+    source: { clientId: input.clientId, timestamp: input.timestamp, hops: input.hops },
+  };
+}
 
 /**
  * Builds the rule action of a remote output type (`- bridge: { output: cloud, ... }`): it
@@ -49,20 +69,7 @@ export function remoteActionType<S extends z.ZodObject>(options: {
         type: options.name,
         async plan(input: RuleInput, ruleId: string): Promise<Effect[]> {
           const data = options.data ? await options.data(settings, input) : undefined;
-          return [
-            {
-              type: options.name,
-              output: s.output,
-              ruleId,
-              topic: topic ? await topic.render(input) : input.topic,
-              payload: payloadBytes(input),
-              qos: s.qos ?? input.qos,
-              retain: s.retain ?? input.retain,
-              properties: messageProperties(input),
-              data,
-              source: { clientId: input.clientId, timestamp: input.timestamp, hops: input.hops },
-            },
-          ];
+          return [remoteEffect(options.name, s.output, ruleId, input, topic ? await topic.render(input) : input.topic, s.qos ?? input.qos, s.retain ?? input.retain, data)];
         },
       };
     },

@@ -2,12 +2,13 @@ import { isUtf8 } from 'node:buffer';
 import { z } from 'zod';
 import type { ConfigIssue } from '../config/issues.js';
 import type { NamedOutput } from '../engine/outputs.js';
-import { messageProperties, payloadBytes, type RuleInput } from '../engine/message.js';
+import { payloadBytes, type RuleInput } from '../engine/message.js';
 import type { CompiledRule } from '../rules/compile.js';
 import { compileExpression, ExpressionError, type CompiledExpression, type ExpressionLimits } from '../rules/expression.js';
 import { compileTemplate, type CompiledTemplate } from '../rules/template.js';
 import { compileSetting } from './common.js';
 import { outboxSchema } from './connector.js';
+import { remoteEffect } from './remote.js';
 import { ActionConfigError, type CompiledAction, type Effect, type OutputType } from './types.js';
 import {
   bodySchema,
@@ -176,20 +177,7 @@ function planningAction(output: string, plan: RequestPlan): CompiledAction {
     type: 'webhook',
     async plan(input: RuleInput, ruleId: string): Promise<Effect[]> {
       const request = await planRequest(plan, input);
-      return [
-        {
-          type: 'webhook',
-          output,
-          ruleId,
-          topic: input.topic,
-          payload: payloadBytes(input),
-          qos: input.qos,
-          retain: input.retain,
-          properties: messageProperties(input),
-          data: request,
-          source: { clientId: input.clientId, timestamp: input.timestamp, hops: input.hops },
-        },
-      ];
+      return [remoteEffect('webhook', output, ruleId, input, input.topic, input.qos, input.retain, request)];
     },
   };
 }
