@@ -2,6 +2,7 @@ import { existsSync } from 'node:fs';
 import mqtt from 'mqtt';
 import Database from 'better-sqlite3';
 import type { Config } from '../config/load.js';
+import { storedDepths } from '../storage/outbox-codec.js';
 
 /** How long `status` listens for the retained bridge states after subscribing. */
 const LISTEN_MS = 300;
@@ -50,7 +51,12 @@ export async function statusCommand(config: Config, options: { json?: boolean },
     try {
       const count = (sql: string) => (db.prepare(sql).pluck().get() as number | undefined) ?? 0;
       const tables = new Set((db.prepare("SELECT name FROM sqlite_master WHERE type = 'table'").pluck().all() as string[]));
-      if (tables.has('outbox')) {
+      if (tables.has('outbox_batches')) {
+        for (const [output, d] of storedDepths(db)) {
+          report.outboxes[output] = { waiting: d.count, bytes: d.bytes, oldest: d.oldest === null ? null : new Date(d.oldest).toISOString() };
+        }
+      } else if (tables.has('outbox')) {
+        // A database signalbox has not opened since it was upgraded: one row per message.
         for (const r of db.prepare('SELECT output, count(*) AS n, coalesce(sum(length(payload)), 0) AS bytes, min(time) AS oldest FROM outbox GROUP BY output').all() as { output: string; n: number; bytes: number; oldest: number | null }[]) {
           report.outboxes[r.output] = { waiting: r.n, bytes: r.bytes, oldest: r.oldest === null ? null : new Date(r.oldest).toISOString() };
         }

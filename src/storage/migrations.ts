@@ -1,6 +1,7 @@
 import type BetterSqlite3 from 'better-sqlite3';
 import type { Logger } from '../log.js';
 import { StorageError, toStorageError } from './errors.js';
+import { moveLegacyOutbox } from './outbox-codec.js';
 
 /**
  * One schema step. `id` is the `PRAGMA user_version` the database has once `sql` ran; ids
@@ -13,6 +14,8 @@ export interface Migration {
   readonly name: string;
   /** One or more SQL statements, run inside the migration's transaction. */
   readonly sql: string;
+  /** Runs after `sql`, in the same transaction: for data SQL alone cannot move. */
+  readonly run?: (db: BetterSqlite3.Database) => void;
 }
 
 /**
@@ -171,6 +174,32 @@ export const MIGRATIONS: readonly Migration[] = [
       ALTER TABLE sessions ADD COLUMN owner_known INTEGER NOT NULL DEFAULT 0;
     `,
   },
+  {
+    id: 5,
+    name: 'outbox messages stored in batches',
+    sql: `
+      -- The messages one transaction enqueued for one output, encoded together (see
+      -- src/storage/outbox-codec.ts): a b-tree insert and delete per batch, not per message.
+      -- Seqs are unique across outputs; first_seq..last_seq is the batch's range.
+      CREATE TABLE outbox_batches (
+        first_seq INTEGER PRIMARY KEY,
+        output TEXT NOT NULL,
+        last_seq INTEGER NOT NULL,
+        -- The batch's messages at or below done_seq were delivered (set while it is partly
+        -- delivered; 0 before).
+        done_seq INTEGER NOT NULL DEFAULT 0,
+        -- Messages in the batch, their payload bytes, and when the first arrived (ms).
+        count INTEGER NOT NULL,
+        bytes INTEGER NOT NULL,
+        oldest INTEGER NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        messages BLOB NOT NULL
+      );
+      CREATE INDEX outbox_batches_output ON outbox_batches (output, last_seq);
+    `,
+    // The rows of the per-message table move into batches, seqs kept; then it goes.
+    run: moveLegacyOutbox,
+  },
 ];
 
 /** The schema version this code writes: the id of the last migration. */
@@ -223,6 +252,7 @@ export function migrate(
       // Re-read under the write lock: another process may have migrated meanwhile.
       if (readVersion() >= m.id) return false;
       db.exec(m.sql);
+      m.run?.(db);
       // user_version lives in the database header, so it commits or rolls back with the step.
       db.pragma(`user_version = ${m.id}`);
       return true;

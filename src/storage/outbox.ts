@@ -1,24 +1,10 @@
 import type BetterSqlite3 from 'better-sqlite3';
-import type { QoS } from '../broker/types.js';
 import type { Logger } from '../log.js';
 import type { OutboxMessage } from '../outputs/connector.js';
 import type { Effect } from '../outputs/types.js';
 import type { WriteBatcher } from './batcher.js';
-import { decodeProperties, encodeProperties } from './broker-state.js';
-
-interface OutboxRow {
-  seq: number;
-  time: number;
-  rule_id: string;
-  client_id: string;
-  topic: string;
-  payload: Buffer;
-  qos: number;
-  retain: number;
-  properties: string | null;
-  data: string | null;
-  attempts: number;
-}
+import { encodeProperties } from './broker-state.js';
+import { BATCH_COLUMNS, decodeBatch, encodable, encodeBatch, prepareInsert, storedDepths, waitingIn, type BatchRow, type EncodableMessage } from './outbox-codec.js';
 
 /** What one output's outbox holds right now. */
 export interface OutboxDepth {
@@ -27,23 +13,6 @@ export interface OutboxDepth {
 }
 
 type Insert = [string, Effect];
-
-/** Rows per multi-row INSERT statement. */
-const INSERT_ROWS_PER_STATEMENT = 16;
-const COLUMNS = 10;
-
-function bind(params: unknown[], o: number, [output, e]: Insert): void {
-  params[o] = output;
-  params[o + 1] = e.source.timestamp;
-  params[o + 2] = e.ruleId;
-  params[o + 3] = e.source.clientId;
-  params[o + 4] = e.topic;
-  params[o + 5] = e.payload;
-  params[o + 6] = e.qos;
-  params[o + 7] = e.retain ? 1 : 0;
-  params[o + 8] = encodeProperties(e.properties);
-  params[o + 9] = e.data === undefined ? null : JSON.stringify(e.data);
-}
 
 /** An outbox row kept in memory. */
 type TailRow = OutboxMessage;
@@ -72,26 +41,28 @@ export const TAIL_MAX_BYTES = 2 * 1024 * 1024;
 export const TAIL_MAX_ROWS = 8192;
 
 /**
- * The durable outboxes of all remote outputs: one FIFO per output in one table. Rows are
- * written through the group-commit batcher, in the same transaction as everything else the
- * message caused, and deleted only after the output confirmed them. Depth (rows, payload
+ * The durable outboxes of all remote outputs: one FIFO per output in one table, each row
+ * the messages one transaction enqueued for one output (src/storage/outbox-codec.ts). Rows
+ * are written through the group-commit batcher, in the same transaction as everything else
+ * the message caused, and deleted only after the output confirmed all their messages. Depth (rows, payload
  * bytes) is counted in memory so cap checks cost nothing per message, and the newest
  * committed rows stay in memory (bounded) for the drain to read.
  */
 export class OutboxStore {
   private readonly insertRows: (rows: Insert[]) => void;
-  /** Each output's DELETE in the open batch, extended while the batch is open. */
+  /** Each output's delivered range in the open batch, extended while the batch is open. */
   private readonly deletes = new Map<string, { range: [string, number]; commit: Promise<void> }>();
-  /** Recounts every output's depth from the table. */
-  private readonly countDepths: () => void;
   /** Rows enqueued in the open batch; one batcher write inserts all of them. */
   private rows: Insert[] = [];
   private rowsCommit: Promise<void> | undefined;
+  /** Single messages to take out of their batches in the open batch, by output. */
+  private removals = new Map<string, Set<number>>();
+  private removalsCommit: Promise<void> | undefined;
   private readonly deleteUpTo: (a: [string, number]) => void;
-  private readonly deleteOne: (a: [string, number]) => void;
-  private readonly selectPage: BetterSqlite3.Statement<[string, number, number, number]>;
-  private readonly selectOldest: BetterSqlite3.Statement<[string]>;
-  private readonly bumpAttempts: BetterSqlite3.Statement<[string, number, number]>;
+  private readonly applyRemovals: () => void;
+  private readonly selectFrom: BetterSqlite3.Statement<[string, number, number]>;
+  private readonly selectFirst: BetterSqlite3.Statement<[string]>;
+  private readonly bumpAttempts: (output: string, fromSeq: number, toSeq: number) => void;
   private readonly depths = new Map<string, OutboxDepth>();
   /** Payload bytes of rows read from SQLite (not in a tail), so `remove` can keep depth exact. */
   private readonly sizes = new Map<string, Map<number, number>>();
@@ -100,51 +71,109 @@ export class OutboxStore {
   private readonly pendingTails = new Set<Tail>();
   /** Rows with seq at or below this were in the table before this store opened. */
   private readonly startFloor: number;
+  /** The seq the next enqueued message gets. */
+  private nextSeq: number;
 
   constructor(
-    db: BetterSqlite3.Database,
+    private readonly db: BetterSqlite3.Database,
     private readonly batcher: WriteBatcher,
     private readonly log: Logger,
   ) {
-    const sql = (n: number) =>
-      `INSERT INTO outbox (output, time, rule_id, client_id, topic, payload, qos, retain, properties, data) VALUES ${Array(n).fill('(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)').join(', ')}`;
-    const insertOne = db.prepare(sql(1));
-    const insertMany = db.prepare(sql(INSERT_ROWS_PER_STATEMENT));
-    const params: unknown[] = new Array(INSERT_ROWS_PER_STATEMENT * COLUMNS);
-    // Hot path: the rows of a batch go in with multi-row INSERTs inside the batch's
-    // transaction. One statement's rows get consecutive seqs (AUTOINCREMENT, one writer).
+    const insertBatch = prepareInsert(db);
+    // Hot path: the messages of a transaction go in as one row per output, with consecutive
+    // seqs in the order they were enqueued.
     this.insertRows = (rows) => {
       if (this.rows === rows) this.rows = [];
-      let i = 0;
-      for (; i + INSERT_ROWS_PER_STATEMENT <= rows.length; i += INSERT_ROWS_PER_STATEMENT) {
-        for (let k = 0; k < INSERT_ROWS_PER_STATEMENT; k++) bind(params, k * COLUMNS, rows[i + k]!);
-        const last = Number(insertMany.run(params).lastInsertRowid);
-        for (let k = 0; k < INSERT_ROWS_PER_STATEMENT; k++) this.inserted(rows[i + k]!, last - INSERT_ROWS_PER_STATEMENT + 1 + k);
+      if (rows.length === 0) return;
+      let groups: Insert[][] = [rows];
+      if (!rows.every((r) => r[0] === rows[0]![0])) {
+        const byOutput = new Map<string, Insert[]>();
+        for (const r of rows) {
+          const group = byOutput.get(r[0]);
+          if (group) group.push(r);
+          else byOutput.set(r[0], [r]);
+        }
+        groups = [...byOutput.values()];
       }
-      const one: unknown[] = new Array(COLUMNS);
-      for (; i < rows.length; i++) {
-        bind(one, 0, rows[i]!);
-        this.inserted(rows[i]!, Number(insertOne.run(one).lastInsertRowid));
+      for (const group of groups) {
+        const messages: EncodableMessage[] = new Array(group.length);
+        for (let i = 0; i < group.length; i++) {
+          const e = group[i]![1];
+          const seq = this.nextSeq++;
+          messages[i] = {
+            seq,
+            time: e.source.timestamp,
+            ruleId: e.ruleId,
+            clientId: e.source.clientId,
+            topic: e.topic,
+            payload: e.payload,
+            qos: e.qos,
+            retain: e.retain,
+            properties: encodeProperties(e.properties),
+            data: e.data === undefined ? null : JSON.stringify(e.data),
+          };
+          this.inserted(group[i]!, seq);
+        }
+        insertBatch(group[0]![0], messages);
       }
     };
-    const delUpTo = db.prepare('DELETE FROM outbox WHERE output = ? AND seq <= ?');
-    this.deleteUpTo = ([output, seq]) => delUpTo.run(output, seq);
-    const delOne = db.prepare('DELETE FROM outbox WHERE output = ? AND seq = ?');
-    this.deleteOne = ([output, seq]) => delOne.run(output, seq);
-    this.selectPage = db.prepare('SELECT seq, time, rule_id, client_id, topic, payload, qos, retain, properties, data, attempts FROM outbox WHERE output = ? AND seq > ? AND seq <= ? ORDER BY seq LIMIT ?');
-    this.selectOldest = db.prepare('SELECT time FROM outbox WHERE output = ? ORDER BY seq LIMIT 1');
-    this.bumpAttempts = db.prepare('UPDATE outbox SET attempts = attempts + 1 WHERE output = ? AND seq >= ? AND seq <= ?');
-    this.countDepths = () => {
-      for (const d of this.depths.values()) d.count = d.bytes = 0;
-      for (const r of db.prepare('SELECT output, count(*) AS n, coalesce(sum(length(payload)), 0) AS bytes FROM outbox GROUP BY output').all() as { output: string; n: number; bytes: number }[]) {
-        const d = this.depth(r.output);
-        d.count = r.n;
-        d.bytes = r.bytes;
+    // Batches wholly delivered go; the one delivered partway remembers how far.
+    const delUpTo = db.prepare('DELETE FROM outbox_batches WHERE output = ? AND last_seq <= ?');
+    const markDone = db.prepare(
+      'UPDATE outbox_batches SET done_seq = ? WHERE first_seq = (SELECT first_seq FROM outbox_batches WHERE output = ? AND last_seq > ? ORDER BY last_seq LIMIT 1) AND first_seq <= ?',
+    );
+    this.deleteUpTo = ([output, seq]) => {
+      delUpTo.run(output, seq);
+      markDone.run(seq, output, seq, seq);
+    };
+    const containing = db.prepare(`SELECT ${BATCH_COLUMNS} FROM outbox_batches WHERE output = ? AND last_seq >= ? ORDER BY last_seq LIMIT 1`);
+    const rewrite = db.prepare('UPDATE outbox_batches SET count = ?, bytes = ?, oldest = ?, messages = ? WHERE first_seq = ?');
+    const deleteBatch = db.prepare('DELETE FROM outbox_batches WHERE first_seq = ?');
+    this.applyRemovals = () => {
+      const removals = this.removals;
+      this.removals = new Map();
+      for (const [output, set] of removals) {
+        const seqs = [...set].sort((a, b) => a - b);
+        for (let i = 0; i < seqs.length; ) {
+          const row = containing.get(output, seqs[i]!) as BatchRow | undefined;
+          if (!row) break;
+          while (i < seqs.length && seqs[i]! <= row.last_seq) i++;
+          const all = decodeBatch(row.messages, row.first_seq, row.attempts);
+          const kept = all.filter((m) => !set.has(m.seq));
+          if (kept.length === all.length) continue;
+          if (kept.every((m) => m.seq <= row.done_seq)) {
+            deleteBatch.run(row.first_seq);
+            continue;
+          }
+          let bytes = 0;
+          for (const m of kept) bytes += m.payload.length;
+          rewrite.run(kept.length, bytes, kept[0]!.time, encodeBatch(kept.map(encodable), row.first_seq), row.first_seq);
+        }
       }
     };
+    this.selectFrom = db.prepare(`SELECT ${BATCH_COLUMNS} FROM outbox_batches WHERE output = ? AND last_seq > ? AND first_seq <= ? ORDER BY last_seq`);
+    this.selectFirst = db.prepare(`SELECT ${BATCH_COLUMNS} FROM outbox_batches WHERE output = ? ORDER BY last_seq LIMIT 1`);
+    // Attempts are counted per batch; the batches a range touches lie between the first
+    // one reaching it and its end (first_seq is the rowid, so that is a short range scan).
+    const bump = db.prepare(
+      'UPDATE outbox_batches SET attempts = attempts + 1 WHERE output = ? AND first_seq <= ? AND first_seq >= (SELECT first_seq FROM outbox_batches WHERE output = ? AND last_seq >= ? ORDER BY last_seq LIMIT 1)',
+    );
+    this.bumpAttempts = (output, fromSeq, toSeq) => bump.run(output, toSeq, output, fromSeq);
     this.countDepths();
-    this.startFloor = (db.prepare('SELECT coalesce(max(seq), 0) AS seq FROM outbox').get() as { seq: number }).seq;
+    const newest = db.prepare('SELECT last_seq FROM outbox_batches ORDER BY first_seq DESC LIMIT 1').get() as { last_seq: number } | undefined;
+    this.startFloor = newest?.last_seq ?? 0;
+    this.nextSeq = this.startFloor + 1;
     batcher.onSettled(this.onSettled);
+  }
+
+  /** Recounts every output's depth from the table. */
+  private countDepths(): void {
+    for (const d of this.depths.values()) d.count = d.bytes = 0;
+    for (const [output, stored] of storedDepths(this.db)) {
+      const d = this.depth(output);
+      d.count = stored.count;
+      d.bytes = stored.bytes;
+    }
   }
 
   /** A row is in the open transaction: it joins its output's tail when that commits. */
@@ -226,7 +255,8 @@ export class OutboxStore {
       const first = tail.rows.length > tail.head ? tail.rows[tail.head] : tail.pending[0];
       if (first) return first.time;
     }
-    return (this.selectOldest.get(output) as { time: number } | undefined)?.time;
+    const first = this.selectFirst.get(output) as BatchRow | undefined;
+    return first ? waitingIn(first)[0]?.time : undefined;
   }
 
   /** Queues an effect for `output` in the current batch; resolves when committed. */
@@ -272,25 +302,20 @@ export class OutboxStore {
 
   private readStored(output: string, tail: Tail, afterSeq: number, limit: number): OutboxMessage[] {
     // Only up to the floor: rows above it are read from the tail, which accounts for their bytes.
-    const rows = this.selectPage.all(output, afterSeq, tail.floor, limit) as OutboxRow[];
+    const page: OutboxMessage[] = [];
+    for (const row of this.selectFrom.iterate(output, afterSeq, tail.floor) as IterableIterator<BatchRow>) {
+      const from = Math.max(afterSeq, row.done_seq);
+      for (const m of decodeBatch(row.messages, row.first_seq, row.attempts)) {
+        if (m.seq <= from || m.seq > tail.floor) continue;
+        page.push(m);
+        if (page.length === limit) break;
+      }
+      if (page.length === limit) break;
+    }
     let sizes = this.sizes.get(output);
     if (!sizes) this.sizes.set(output, (sizes = new Map()));
-    return rows.map((r) => {
-      sizes.set(r.seq, r.payload.length);
-      return {
-        seq: r.seq,
-        time: r.time,
-        ruleId: r.rule_id,
-        clientId: r.client_id,
-        topic: r.topic,
-        payload: r.payload,
-        qos: r.qos as QoS,
-        retain: r.retain !== 0,
-        properties: decodeProperties(r.properties),
-        data: r.data === null ? undefined : (JSON.parse(r.data) as unknown),
-        attempts: r.attempts,
-      };
-    });
+    for (const m of page) sizes.set(m.seq, m.payload.length);
+    return page;
   }
 
   /** Forgets delivered rows of `output` up to and including `seq` (they were read in order). */
@@ -335,7 +360,12 @@ export class OutboxStore {
     } else {
       this.forgetSizes(output, (s) => s === seq);
     }
-    return this.batcher.write(this.deleteOne, [output, seq]);
+    // Every removal of one batch rewrites each batch it touches once.
+    let set = this.removals.get(output);
+    if (!set) this.removals.set(output, (set = new Set()));
+    set.add(seq);
+    if (this.removalsCommit !== undefined && this.batcher.pending() === this.removalsCommit) return this.removalsCommit;
+    return (this.removalsCommit = this.batcher.write(this.applyRemovals, undefined));
   }
 
   /** Drops delivered rows from the front of a tail, cheaply: the array is cut only now and then. */
@@ -363,7 +393,11 @@ export class OutboxStore {
     }
   }
 
-  /** Counts one more failed attempt for rows `fromSeq..toSeq` (shown in dead letters and status). */
+  /**
+   * Counts one more failed attempt for rows `fromSeq..toSeq` (shown in dead letters and
+   * status). On disk the count is kept per batch: a message read back from SQLite shows its
+   * batch's.
+   */
   recordAttempt(output: string, fromSeq: number, toSeq: number): void {
     const tail = this.tails.get(output);
     if (tail) {
@@ -375,7 +409,7 @@ export class OutboxStore {
       }
     }
     try {
-      this.bumpAttempts.run(output, fromSeq, toSeq);
+      this.bumpAttempts(output, fromSeq, toSeq);
     } catch (err) {
       this.log.debug({ err, output }, 'could not record a delivery attempt');
     }

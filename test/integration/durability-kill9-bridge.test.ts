@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { storedMessages } from '../../src/storage/outbox-codec.js';
 import { durableProject, recorder, startCli, withDb, type Recorder } from '../helpers/durable.js';
 import { bridgeState, mosquittoPeer, startMosquitto } from '../helpers/mosquitto.js';
 import { numberOf, prng, publishNumbers, publishThenKill, untilMessages } from '../helpers/kill9.js';
@@ -95,7 +96,7 @@ describe('acked means stored through a bridge: kill -9 under load', () => {
         project.dbPath,
         (db) => ({
           stored: new Set((db.prepare("SELECT payload FROM history WHERE topic = 'n/x'").all() as Array<{ payload: Buffer }>).map((r) => numberOf(r.payload))),
-          waiting: new Set((db.prepare("SELECT payload FROM outbox WHERE output = 'remote'").all() as Array<{ payload: Buffer }>).map((r) => numberOf(r.payload))),
+          waiting: new Set(storedMessages(db, 'remote').map((m) => numberOf(m.payload))),
         }),
         { write: true }, // recovers the WAL the killed process left, as signalbox's own open would
       );

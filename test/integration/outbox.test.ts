@@ -10,6 +10,7 @@ import { loadProject } from '../../src/config/load.js';
 import { createEngine, type Engine } from '../../src/engine/engine.js';
 import { silentLogger } from '../../src/log.js';
 import { createOutputRegistry } from '../../src/outputs/registry.js';
+import { storedMessages } from '../../src/storage/outbox-codec.js';
 import { startEngine, writeProject, type TestEngine } from '../helpers/engine.js';
 import { FakeClock } from '../helpers/fake-clock.js';
 import { connect, waitFor } from '../helpers/mqtt.js';
@@ -112,7 +113,8 @@ async function settle(): Promise<void> {
 }
 
 function outboxRows(engine: Engine, output = 'remote'): { n: number; bytes: number } {
-  return engine.db.prepare('SELECT count(*) AS n, coalesce(sum(length(payload)), 0) AS bytes FROM outbox WHERE output = ?').get(output) as { n: number; bytes: number };
+  const waiting = storedMessages(engine.db, output);
+  return { n: waiting.length, bytes: waiting.reduce((sum, m) => sum + m.payload.length, 0) };
 }
 
 function statusOf(engine: Engine, name = 'remote') {
@@ -282,8 +284,8 @@ describe('remote outputs deliver through a durable outbox', () => {
     // staying near retryMinMs over 12 retries has a chance of the order of 1e-5.
     const capped = delays.slice(3);
     expect(capped.reduce((a, b) => a + b, 0) / capped.length).toBeGreaterThan(200);
-    // Every failed attempt is recorded on the row.
-    expect((sb.engine.db.prepare("SELECT attempts FROM outbox WHERE output = 'remote'").get() as { attempts: number }).attempts).toBe(target.failures);
+    // Every failed attempt is recorded on disk.
+    expect(storedMessages(sb.engine.db, 'remote')[0]!.attempts).toBe(target.failures);
 
     target.mode = 'up';
     clock.advance(800);
@@ -443,7 +445,7 @@ describe('the outbox survives a restart', () => {
     expect(before['remote']!.received).toHaveLength(0);
     const onDisk = new BetterSqlite3(path.join(project.dir, 'data', 'signalbox.db'), { readonly: true });
     try {
-      expect(onDisk.prepare("SELECT count(*) AS n FROM outbox WHERE output = 'remote'").get()).toEqual({ n: 50 });
+      expect(storedMessages(onDisk, 'remote')).toHaveLength(50);
     } finally {
       onDisk.close();
     }

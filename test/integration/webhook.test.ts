@@ -4,6 +4,7 @@ import type { MqttClient } from 'mqtt';
 import { describe, expect, it, onTestFinished } from 'vitest';
 import { loadProject } from '../../src/config/load.js';
 import { createOutputRegistry } from '../../src/outputs/registry.js';
+import { storedMessages } from '../../src/storage/outbox-codec.js';
 import { startEngine, type TestEngine } from '../helpers/engine.js';
 import { eventually } from '../helpers/durable.js';
 import { connect } from '../helpers/mqtt.js';
@@ -90,9 +91,9 @@ describe('webhook output', () => {
     const c = await client(sb.url);
     await c.publishAsync('sensors/a/temp', '{"c":1}', { qos: 1 });
     await t.waitFor(1);
-    const row = sb.engine.db.prepare("SELECT data FROM outbox WHERE output = 'hooks'").pluck().get() as string;
-    expect(JSON.parse(row)).toEqual({ method: 'PUT', url: `${t.url}/devices/a?t=sensors%2Fa%2Ftemp`, headers: { 'x-qos': '1', 'content-type': 'application/json' } });
-    expect(row).not.toContain('s3cret');
+    expect(storedMessages(sb.engine.db, 'hooks')[0]!.data).toEqual({ method: 'PUT', url: `${t.url}/devices/a?t=sensors%2Fa%2Ftemp`, headers: { 'x-qos': '1', 'content-type': 'application/json' } });
+    const stored = sb.engine.db.prepare("SELECT messages FROM outbox_batches WHERE output = 'hooks'").pluck().get() as Buffer;
+    expect(stored.toString('latin1')).not.toContain('s3cret');
     // A request in flight holds shutdown until it settles; end it now rather than at its timeout.
     await t.close();
   });

@@ -8,6 +8,7 @@ import { WriteBatcher } from '../../../src/storage/batcher.js';
 import { openDatabase, type Database } from '../../../src/storage/database.js';
 import type { DeadLetter } from '../../../src/storage/dead-letters.js';
 import { OutboxStore } from '../../../src/storage/outbox.js';
+import { storedMessages } from '../../../src/storage/outbox-codec.js';
 import { FakeClock } from '../../helpers/fake-clock.js';
 
 const OUTPUT = 'cloud';
@@ -122,7 +123,8 @@ function idle(d: OutputDrain): boolean {
 }
 
 function outboxTopics(): string[] {
-  return (db.prepare('SELECT topic FROM outbox ORDER BY seq').all() as { topic: string }[]).map((r) => r.topic);
+  const outputs = db.prepare('SELECT DISTINCT output FROM outbox_batches').pluck().all() as string[];
+  return outputs.flatMap((o) => storedMessages(db, o)).sort((a, b) => a.seq - b.seq).map((m) => m.topic);
 }
 
 const permanent = (): OutputError => new OutputError('target refused the message', { retryable: false, code: 'SB_ERR_OUTPUT_REJECTED' });
