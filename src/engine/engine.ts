@@ -9,6 +9,7 @@ import type { OutputRegistry } from '../outputs/registry.js';
 import type { CompiledRule } from '../rules/compile.js';
 import { WriteBatcher } from '../storage/batcher.js';
 import { SqliteBrokerPersistence } from '../storage/broker-state.js';
+import { Checkpointer } from '../storage/checkpointer.js';
 import { openDatabase } from '../storage/database.js';
 import { DeadLetterStore } from '../storage/dead-letters.js';
 import { HistoryStore } from '../storage/history.js';
@@ -67,6 +68,8 @@ export function createEngine(config: Config, rules: readonly CompiledRule[], dep
   const { log, registry } = deps;
   const clock = deps.clock ?? systemClock;
   const db: Database.Database = openDatabase(config.storage.path, { durability: config.storage.durability, log });
+  // WAL checkpoints (page copies and fsyncs) run on their own thread, not between commits.
+  const checkpointer = Checkpointer.start(db, { durability: config.storage.durability, log });
   // One group-commit batcher for everything a message causes: broker state, history, ...
   const batcher = new WriteBatcher(db, { clock, log });
   // Fed after each history commit; only kept when the HTTP API (its reader) is on.
@@ -128,6 +131,7 @@ export function createEngine(config: Config, rules: readonly CompiledRule[], dep
       history.stopRetention();
       await history.close();
       await batcher.close();
+      await checkpointer?.close();
       db.close();
     },
   };
