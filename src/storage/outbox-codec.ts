@@ -11,34 +11,25 @@ import { decodeProperties, encodeProperties } from './broker-state.js';
 //   u32 length + UTF-8 rule id, client id, topic   u32 length + payload
 //   [u32 length + properties as JSON]   [u32 length + data as JSON]
 
-/** A message as the batch encoder takes it: the outbox message's fields, JSON already made. */
-export interface EncodableMessage {
-  seq: number;
-  time: number;
-  ruleId: string;
-  clientId: string;
-  topic: string;
-  payload: Buffer;
-  qos: number;
-  retain: boolean;
-  /** Properties as JSON text (see `encodeProperties`), or null. */
-  properties: string | null;
-  /** Planned data as JSON text, or null. */
-  data: string | null;
-}
-
 const FIXED_BYTES = 4 + 8 + 1 + 4 * 4;
 const RETAIN = 4;
 const HAS_PROPERTIES = 8;
 const HAS_DATA = 16;
 
 /** Encodes `messages` (one output's, in seq order, none below `first`) as one batch. */
-export function encodeBatch(messages: readonly EncodableMessage[], first: number): Buffer {
+export function encodeBatch(messages: readonly OutboxMessage[], first: number): Buffer {
   let size = 0;
-  for (const m of messages) {
+  // Properties and planned data as JSON, two per message, made only when a message has any.
+  let json: (string | null)[] | undefined;
+  for (let i = 0; i < messages.length; i++) {
+    const m = messages[i]!;
     size += FIXED_BYTES + Buffer.byteLength(m.ruleId) + Buffer.byteLength(m.clientId) + Buffer.byteLength(m.topic) + m.payload.length;
-    if (m.properties !== null) size += 4 + Buffer.byteLength(m.properties);
-    if (m.data !== null) size += 4 + Buffer.byteLength(m.data);
+    if (m.properties === undefined && m.data === undefined) continue;
+    json ??= new Array<string | null>(messages.length * 2).fill(null);
+    const properties = (json[2 * i] = encodeProperties(m.properties));
+    const data = (json[2 * i + 1] = m.data === undefined ? null : JSON.stringify(m.data));
+    if (properties !== null) size += 4 + Buffer.byteLength(properties);
+    if (data !== null) size += 4 + Buffer.byteLength(data);
   }
   const buf = Buffer.allocUnsafe(size);
   let o = 0;
@@ -47,17 +38,20 @@ export function encodeBatch(messages: readonly EncodableMessage[], first: number
     buf.writeUInt32LE(n, o);
     o += 4 + n;
   };
-  for (const m of messages) {
+  for (let i = 0; i < messages.length; i++) {
+    const m = messages[i]!;
+    const properties = json?.[2 * i] ?? null;
+    const data = json?.[2 * i + 1] ?? null;
     o = buf.writeUInt32LE(m.seq - first, o);
     o = buf.writeDoubleLE(m.time, o);
-    o = buf.writeUInt8(m.qos | (m.retain ? RETAIN : 0) | (m.properties !== null ? HAS_PROPERTIES : 0) | (m.data !== null ? HAS_DATA : 0), o);
+    o = buf.writeUInt8(m.qos | (m.retain ? RETAIN : 0) | (properties !== null ? HAS_PROPERTIES : 0) | (data !== null ? HAS_DATA : 0), o);
     text(m.ruleId);
     text(m.clientId);
     text(m.topic);
     o = buf.writeUInt32LE(m.payload.length, o);
     o += m.payload.copy(buf, o);
-    if (m.properties !== null) text(m.properties);
-    if (m.data !== null) text(m.data);
+    if (properties !== null) text(properties);
+    if (data !== null) text(data);
   }
   return buf;
 }
@@ -171,7 +165,7 @@ interface LegacyRow {
 export function moveLegacyOutbox(db: BetterSqlite3.Database): void {
   const page = db.prepare('SELECT * FROM outbox WHERE seq > ? ORDER BY seq LIMIT 5000');
   const insert = prepareInsert(db);
-  const open = new Map<string, { messages: EncodableMessage[]; attempts: number }>();
+  const open = new Map<string, { messages: OutboxMessage[]; attempts: number }>();
   const flush = (output: string) => {
     const b = open.get(output);
     if (!b || b.messages.length === 0) return;
@@ -183,7 +177,19 @@ export function moveLegacyOutbox(db: BetterSqlite3.Database): void {
     for (const r of rows) {
       let b = open.get(r.output);
       if (!b) open.set(r.output, (b = { messages: [], attempts: 0 }));
-      b.messages.push({ seq: r.seq, time: r.time, ruleId: r.rule_id, clientId: r.client_id, topic: r.topic, payload: r.payload, qos: r.qos, retain: r.retain !== 0, properties: r.properties, data: r.data });
+      b.messages.push({
+        seq: r.seq,
+        time: r.time,
+        ruleId: r.rule_id,
+        clientId: r.client_id,
+        topic: r.topic,
+        payload: r.payload,
+        qos: r.qos as QoS,
+        retain: r.retain !== 0,
+        properties: decodeProperties(r.properties),
+        data: r.data === null ? undefined : (JSON.parse(r.data) as unknown),
+        attempts: r.attempts,
+      });
       b.attempts = Math.max(b.attempts, r.attempts);
       if (b.messages.length >= LEGACY_BATCH) flush(r.output);
       after = r.seq;
@@ -194,7 +200,7 @@ export function moveLegacyOutbox(db: BetterSqlite3.Database): void {
 }
 
 /** A function that stores one batch of `output`'s messages (in seq order) as one row. */
-export function prepareInsert(db: BetterSqlite3.Database): (output: string, messages: readonly EncodableMessage[], attempts?: number) => void {
+export function prepareInsert(db: BetterSqlite3.Database): (output: string, messages: readonly OutboxMessage[], attempts?: number) => void {
   const insert = db.prepare('INSERT INTO outbox_batches (first_seq, output, last_seq, count, bytes, oldest, attempts, messages) VALUES (?, ?, ?, ?, ?, ?, ?, ?)');
   return (output, messages, attempts = 0) => {
     let bytes = 0;
@@ -202,9 +208,4 @@ export function prepareInsert(db: BetterSqlite3.Database): (output: string, mess
     const first = messages[0]!.seq;
     insert.run(first, output, messages[messages.length - 1]!.seq, messages.length, bytes, messages[0]!.time, attempts, encodeBatch(messages, first));
   };
-}
-
-/** `m` as the encoder takes it. */
-export function encodable(m: OutboxMessage): EncodableMessage {
-  return { ...m, properties: encodeProperties(m.properties), data: m.data === undefined ? null : JSON.stringify(m.data) };
 }

@@ -3,8 +3,7 @@ import type { Logger } from '../log.js';
 import type { OutboxMessage } from '../outputs/connector.js';
 import type { Effect } from '../outputs/types.js';
 import type { WriteBatcher } from './batcher.js';
-import { encodeProperties } from './broker-state.js';
-import { BATCH_COLUMNS, decodeBatch, encodable, encodeBatch, prepareInsert, storedDepths, waitingIn, type BatchRow, type EncodableMessage } from './outbox-codec.js';
+import { BATCH_COLUMNS, decodeBatch, encodeBatch, prepareInsert, storedDepths, waitingIn, type BatchRow } from './outbox-codec.js';
 
 /** What one output's outbox holds right now. */
 export interface OutboxDepth {
@@ -96,25 +95,18 @@ export class OutboxStore {
         groups = [...byOutput.values()];
       }
       for (const group of groups) {
-        const messages: EncodableMessage[] = new Array(group.length);
+        const output = group[0]![0];
+        const tail = this.tail(output);
+        if (tail.pending.length === 0) this.pendingTails.add(tail);
+        const messages: TailRow[] = new Array(group.length);
         for (let i = 0; i < group.length; i++) {
           const e = group[i]![1];
-          const seq = this.nextSeq++;
-          messages[i] = {
-            seq,
-            time: e.source.timestamp,
-            ruleId: e.ruleId,
-            clientId: e.source.clientId,
-            topic: e.topic,
-            payload: e.payload,
-            qos: e.qos,
-            retain: e.retain,
-            properties: encodeProperties(e.properties),
-            data: e.data === undefined ? null : JSON.stringify(e.data),
-          };
-          this.inserted(group[i]!, seq);
+          // The row the tail keeps is also what gets encoded. Planned data is plain JSON (it
+          // is stored as JSON), so the object itself serves.
+          messages[i] = { seq: this.nextSeq++, time: e.source.timestamp, ruleId: e.ruleId, clientId: e.source.clientId, topic: e.topic, payload: e.payload, qos: e.qos, retain: e.retain, properties: e.properties, data: e.data, attempts: 0 };
         }
-        insertBatch(group[0]![0], messages);
+        tail.pending.push(...messages);
+        insertBatch(output, messages);
       }
     };
     // Batches wholly delivered go; the one delivered partway remembers how far.
@@ -147,7 +139,7 @@ export class OutboxStore {
           }
           let bytes = 0;
           for (const m of kept) bytes += m.payload.length;
-          rewrite.run(kept.length, bytes, kept[0]!.time, encodeBatch(kept.map(encodable), row.first_seq), row.first_seq);
+          rewrite.run(kept.length, bytes, kept[0]!.time, encodeBatch(kept, row.first_seq), row.first_seq);
         }
       }
     };
@@ -174,26 +166,6 @@ export class OutboxStore {
       d.count = stored.count;
       d.bytes = stored.bytes;
     }
-  }
-
-  /** A row is in the open transaction: it joins its output's tail when that commits. */
-  private inserted([output, e]: Insert, seq: number): void {
-    const tail = this.tail(output);
-    if (tail.pending.length === 0) this.pendingTails.add(tail);
-    tail.pending.push({
-      seq,
-      time: e.source.timestamp,
-      ruleId: e.ruleId,
-      clientId: e.source.clientId,
-      topic: e.topic,
-      payload: e.payload,
-      qos: e.qos,
-      retain: e.retain,
-      properties: e.properties,
-      // Planned data is plain JSON (it is stored as JSON), so the object itself serves.
-      data: e.data,
-      attempts: 0,
-    });
   }
 
   /** Moves rows of a committed transaction into their tails; forgets those of a rolled-back one. */

@@ -69,7 +69,7 @@ describe('the checkpoint thread', () => {
 
   it('is not started for a database in memory', () => {
     const db = openDatabase(':memory:', { durability: 'normal', log });
-    cleanups.push(() => db.close());
+    cleanups.push(() => void db.close());
     expect(Checkpointer.start(db, { log, durability: 'normal' })).toBeUndefined();
   });
 });
