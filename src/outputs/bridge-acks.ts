@@ -118,12 +118,12 @@ export class AckFilter extends Writable {
       if (id >= this.firstId) {
         // MQTT 5: a Reason Code follows when the length says so, then properties [MQTT-3.4.2.1].
         const reasonCode = frame.length - headerLength >= 3 ? frame[headerLength + 2]! : 0;
-        this.closeRun();
         this.acksInChunk++;
         this.sink.onAck((first >> 4) as AckType, id, reasonCode);
         return true;
       }
     }
+    // A packet right after the previous one kept (no acknowledgement between) extends its run.
     if (this.runBuffer === frame.buffer && this.runStart + this.runLength === frame.byteOffset) {
       this.runLength += frame.length;
     } else {
