@@ -148,6 +148,13 @@ interface ClientInternals {
 }
 
 /**
+ * Share of the keepalive interval the PINGREQ timer may lag behind the last acknowledgement:
+ * rescheduling it (a timer cleared and set) on every chunk read cost more than the rest of
+ * the filter, so it is done at most once per quarter keepalive.
+ */
+const RESCHEDULE_EVERY_KEEPALIVE_FRACTION = 0.25;
+
+/**
  * Makes `client` (created with `manualConnect: true`, not connected yet) read the remote
  * through an {@link AckFilter}: acknowledgements for identifiers from `firstId` up go to
  * `sink` and never reach MQTT.js; everything else does, as before. Call `client.connect()`
@@ -156,14 +163,24 @@ interface ClientInternals {
  * MQTT.js reads its connection with `stream.pipe(parserInput)` right after its stream
  * builder made the stream, for every URL scheme; so the builder is wrapped to give that one
  * stream a `pipe` that puts the filter in between. Writes, errors, close and destroy stay on
- * the stream itself. MQTT.js's keepalive counts acknowledgements as traffic (its handlers
- * reschedule the PINGREQ timer on each); the filter does the same once per chunk that held
- * any, so a connection busy with acknowledgements only is not pinged.
+ * the stream itself.
+ *
+ * MQTT.js's keepalive counts acknowledgements as traffic: its handlers reschedule the
+ * PINGREQ timer (sent after a keepalive without any) on each. The filter reschedules it too,
+ * at most once per quarter keepalive (`now` is the injected clock's), so a connection busy
+ * with acknowledgements only is not pinged, and one that falls silent is pinged within a
+ * keepalive of its last acknowledgement, as before.
  */
-export function divertAcks(client: MqttClient, firstId: number, sink: AckSink): void {
+export function divertAcks(client: MqttClient, firstId: number, sink: AckSink, now: () => number): void {
   const internals = client as unknown as ClientInternals;
   const build = internals.streamBuilder;
-  const onAcksRead = () => client.reschedulePing();
+  let rescheduledAt = -Infinity;
+  const onAcksRead = () => {
+    const t = now();
+    if (t - rescheduledAt < client.keepalive * 1000 * RESCHEDULE_EVERY_KEEPALIVE_FRACTION) return;
+    rescheduledAt = t;
+    client.reschedulePing();
+  };
   internals.streamBuilder = (c) => {
     const stream = build(c);
     const pipe = stream.pipe;

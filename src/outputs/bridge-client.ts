@@ -117,7 +117,7 @@ export class BridgeClient implements Connector {
           if (this.client === client) this.sender.onAck(type, id, reasonCode);
         },
         onMalformed: (reason) => this.deps.log.warn({ bridge: this.name, url: this.settings.url, error: reason }, 'the remote broker sent a malformed packet; reconnecting'),
-      });
+      }, () => this.deps.clock.now());
       this.client = client;
       client.connect();
     } catch (err) {

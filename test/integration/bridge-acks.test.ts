@@ -138,7 +138,7 @@ async function wire(url: string, options: IClientOptions): Promise<Wired> {
     c.end(true);
   });
   const sender = new BridgeSender('acks', 'signalbox-hops');
-  divertAcks(c, FIRST_ID, { onAck: (type, id, reasonCode) => sender.onAck(type, id, reasonCode), onMalformed: () => undefined });
+  divertAcks(c, FIRST_ID, { onAck: (type, id, reasonCode) => sender.onAck(type, id, reasonCode), onMalformed: () => undefined }, Date.now);
   const seen: Packet[] = [];
   const sent: Packet[] = [];
   c.on('packetreceive', (p) => seen.push(p));

@@ -1,8 +1,9 @@
-import { PassThrough, Writable } from 'node:stream';
+import { Duplex, PassThrough, Writable } from 'node:stream';
 import fc from 'fast-check';
+import { MqttClient } from 'mqtt';
 import mqttPacket from 'mqtt-packet';
 import { describe, expect, it } from 'vitest';
-import { AckFilter, PUBACK, PUBCOMP, PUBREC, type AckType } from '../../../src/outputs/bridge-acks.js';
+import { AckFilter, divertAcks, PUBACK, PUBCOMP, PUBREC, type AckType } from '../../../src/outputs/bridge-acks.js';
 import { FIRST_ID } from '../../../src/outputs/bridge-sender.js';
 
 /** An acknowledgement as the sink saw it. */
@@ -191,5 +192,58 @@ describe('the bridge\'s acknowledgement filter', () => {
     }
     expect(acks).toEqual([FOR_SENDER[0]!.ack]);
     expect(Buffer.concat(writes).equals(publish)).toBe(true);
+  });
+});
+
+describe('an MQTT.js client with its acknowledgements diverted', () => {
+  /** A client on an in-memory connection: `remote` is what the broker sends; time is `clock.now`. */
+  function divertedClient(keepaliveS: number) {
+    const remote = new PassThrough();
+    const connection = Duplex.from({ readable: remote, writable: new Writable({ write: (_c, _e, done) => done() }) });
+    const client = new MqttClient(() => connection, { manualConnect: true, keepalive: keepaliveS, protocolVersion: 5, reconnectPeriod: 0, log: () => undefined });
+    const clock = { now: 0 };
+    const acks: Ack[] = [];
+    let reschedules = 0;
+    client.reschedulePing = () => {
+      reschedules++;
+    };
+    // Ending the client aborts the in-memory connection, which MQTT.js reports as an error.
+    client.on('error', () => undefined);
+    divertAcks(client, FIRST_ID, { onAck: (...ack) => acks.push(ack), onMalformed: () => undefined }, () => clock.now);
+    client.connect();
+    return { client, remote, clock, acks, reschedules: () => reschedules };
+  }
+
+  const tick = () => new Promise((resolve) => setImmediate(resolve));
+
+  it('gives MQTT.js the rest of the stream (its CONNACK) and the sink the acknowledgements', async () => {
+    const { client, remote, acks } = divertedClient(60);
+    const connected = new Promise((resolve) => client.once('connect', resolve));
+    remote.write(Buffer.concat([FOR_MQTTJS.connack!, FOR_SENDER[1]!.bytes]));
+    await connected;
+    await tick();
+    expect(acks).toEqual([FOR_SENDER[1]!.ack]);
+    client.end(true);
+  });
+
+  it('counts acknowledgements as traffic for the keepalive at most once per quarter keepalive', async () => {
+    const { client, remote, clock, reschedules } = divertedClient(4);
+    const ack = FOR_SENDER[0]!.bytes;
+    remote.write(ack);
+    await tick();
+    expect(reschedules()).toBe(1);
+    clock.now = 999;
+    remote.write(ack);
+    await tick();
+    expect(reschedules(), 'within a quarter of 4 s').toBe(1);
+    clock.now = 1000;
+    remote.write(ack);
+    await tick();
+    expect(reschedules()).toBe(2);
+    clock.now = 5000;
+    remote.write(FOR_MQTTJS.suback!);
+    await tick();
+    expect(reschedules(), 'MQTT.js itself, for its SUBACK').toBe(3);
+    client.end(true);
   });
 });
