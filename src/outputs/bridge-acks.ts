@@ -14,9 +14,9 @@ const PUBREC_BYTE = PUBREC << 4;
 const PUBCOMP_BYTE = PUBCOMP << 4;
 
 /**
- * No limit of our own on what the remote sends: a packet announcing more than MQTT.js
- * accepts is MQTT.js's to refuse, as it would be without the filter. A 4-byte Remaining
- * Length cannot announce more than this anyway [MQTT-1.5.5].
+ * No limit of our own on what the remote sends: a packet larger than MQTT.js accepts is
+ * MQTT.js's to refuse, as without the filter (the 4-byte Remaining Length bounds any packet
+ * at 256 MB [MQTT-1.5.5]).
  */
 const NO_SIZE_LIMIT = Infinity;
 
@@ -168,8 +168,9 @@ const RESCHEDULE_EVERY_KEEPALIVE_FRACTION = 0.25;
  * MQTT.js's keepalive counts acknowledgements as traffic: its handlers reschedule the
  * PINGREQ timer (sent after a keepalive without any) on each. The filter reschedules it too,
  * at most once per quarter keepalive (`now` is the injected clock's), so a connection busy
- * with acknowledgements only is not pinged, and one that falls silent is pinged within a
- * keepalive of its last acknowledgement, as before.
+ * with acknowledgements only is not pinged, and one that falls silent is pinged at the
+ * latest a keepalive after its last acknowledgement, as before (at the earliest three
+ * quarters of one).
  */
 export function divertAcks(client: MqttClient, firstId: number, sink: AckSink, now: () => number): void {
   const internals = client as unknown as ClientInternals;
