@@ -175,11 +175,11 @@ const RESCHEDULE_EVERY_KEEPALIVE_FRACTION = 0.25;
 export function divertAcks(client: MqttClient, firstId: number, sink: AckSink, now: () => number): void {
   const internals = client as unknown as ClientInternals;
   const build = internals.streamBuilder;
-  let rescheduledAt = -Infinity;
+  let nextRescheduleAt = -Infinity;
   const onAcksRead = () => {
     const t = now();
-    if (t - rescheduledAt < client.keepalive * 1000 * RESCHEDULE_EVERY_KEEPALIVE_FRACTION) return;
-    rescheduledAt = t;
+    if (t < nextRescheduleAt) return;
+    nextRescheduleAt = t + client.keepalive * 1000 * RESCHEDULE_EVERY_KEEPALIVE_FRACTION;
     client.reschedulePing();
   };
   internals.streamBuilder = (c) => {
