@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import net from 'node:net';
 import mqtt, { type IClientOptions, type MqttClient, type Packet } from 'mqtt';
 import { describe, expect, it, onTestFinished, type TestContext } from 'vitest';
 import type { QoS } from '../../src/broker/types.js';
@@ -6,6 +7,7 @@ import { divertAcks } from '../../src/outputs/bridge-acks.js';
 import { BridgeSender, FIRST_ID, mqttjsIdProvider } from '../../src/outputs/bridge-sender.js';
 import type { OutboxMessage } from '../../src/outputs/connector.js';
 import { makeCertificates, opensslPeer } from '../helpers/certs.js';
+import { eventually, recordingLogger } from '../helpers/durable.js';
 import { startEngine } from '../helpers/engine.js';
 import { startListeners } from '../helpers/listeners.js';
 import { collect, connect, waitFor } from '../helpers/mqtt.js';
@@ -188,5 +190,33 @@ describe('MQTT.js beside the bridge\'s acknowledgement filter', () => {
     expect(sent.at(-1)?.cmd).toBe('pingreq');
     expect((await pingresp as Packet).cmd).toBe('pingresp');
     expect(c.connected).toBe(true);
+  });
+});
+
+describe('a bridge whose remote sends bytes that are not MQTT', () => {
+  it('logs it, closes that connection and connects again', async () => {
+    // A remote that accepts the CONNECT, then sends a packet of reserved type 0 [MQTT-2.2.2].
+    const sockets = new Set<net.Socket>();
+    let connections = 0;
+    const remote = net.createServer((socket) => {
+      sockets.add(socket);
+      connections++;
+      socket.on('error', () => undefined);
+      socket.once('data', () => socket.write(Buffer.from([0x20, 0x03, 0x00, 0x00, 0x00, 0x00, 0x02, 0x00, 0x00])));
+    });
+    await new Promise<void>((resolve) => remote.listen(0, '127.0.0.1', resolve));
+    onTestFinished(() => {
+      for (const s of sockets) s.destroy();
+      return new Promise<void>((resolve) => remote.close(() => resolve()));
+    });
+    const { port } = remote.address() as net.AddressInfo;
+    const cloud = { type: 'bridge', url: `mqtt://127.0.0.1:${port}`, reconnect: { retryMinMs: 20, retryMaxMs: 100 }, out: [{ local: 'telemetry/#', remote: 'site-a/telemetry/#' }] };
+    const { log, lines } = recordingLogger();
+    const sb = await startEngine({ config: `broker:\n  listeners: [{ type: mqtt, host: 127.0.0.1, port: 0 }]\noutputs: ${JSON.stringify({ cloud })}\n` }, { log });
+    onTestFinished(() => sb.close());
+
+    const warning = await eventually(() => lines.find((l) => /malformed packet/.test(String(l.msg))), 'a warning about the malformed packet');
+    expect(warning).toMatchObject({ bridge: 'cloud', level: 40, error: expect.stringContaining('invalid packet type or flags 0x0') });
+    await eventually(() => connections >= 2, 'a second connection');
   });
 });
