@@ -7,7 +7,8 @@ import { matchesFilter } from '../topics/match.js';
 import type { ResolvedBridgeSettings } from './bridge.js';
 import type { TopicMapping } from './bridge-mapping.js';
 import { backoffDelay } from './backoff.js';
-import { BridgeSender, mqttjsIdProvider } from './bridge-sender.js';
+import { divertAcks } from './bridge-acks.js';
+import { BridgeSender, FIRST_ID, mqttjsIdProvider } from './bridge-sender.js';
 import { OutputError, type Connector, type OutboxMessage } from './connector.js';
 
 /** MQTT 5 user property counting how many bridges a message crossed; bridges stop forwarding at `maxHops`. */
@@ -109,21 +110,26 @@ export class BridgeClient implements Connector {
     this.setState('connecting');
     let client: MqttClient;
     try {
-      client = mqtt.connect(this.settings.url, this.options());
+      client = mqtt.connect(this.settings.url, { ...this.options(), manualConnect: true });
+      // The remote's acknowledgements of what the sender wrote go straight to it, not through MQTT.js.
+      divertAcks(client, FIRST_ID, {
+        onAck: (type, id, reasonCode) => {
+          if (this.client === client) this.sender.onAck(type, id, reasonCode);
+        },
+        onMalformed: (reason) => this.deps.log.warn({ bridge: this.name, url: this.settings.url, error: reason }, 'the remote broker sent a malformed packet; reconnecting'),
+      }, () => this.deps.clock.now());
+      this.client = client;
+      client.connect();
     } catch (err) {
       this.deps.log.error({ err, bridge: this.name }, 'bridge cannot connect: bad settings');
       this.scheduleReconnect();
       return;
     }
-    this.client = client;
     client.on('connect', (connack) => {
       const props = (connack as { properties?: { receiveMaximum?: number; maximumPacketSize?: number } }).properties;
       const window = Math.max(1, Math.min(this.settings.maxInflight, props?.receiveMaximum ?? 65_535));
       this.sender.attach(client.stream, { window, maxPacketSize: props?.maximumPacketSize ?? Infinity }, this.settings.protocolVersion === 5, connack.sessionPresent === true);
       void this.onConnect(client);
-    });
-    client.on('packetreceive', (packet) => {
-      if (packet.cmd === 'puback' || packet.cmd === 'pubrec' || packet.cmd === 'pubcomp') this.sender.onPacket(packet);
     });
     if (this.settings.protocolVersion === 5) {
       // QoS 1/2 arrive through customHandleAcks (acknowledged after the local commit).

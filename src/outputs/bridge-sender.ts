@@ -1,6 +1,7 @@
 import type { Writable } from 'node:stream';
 import type { OutboxMessage } from './connector.js';
 import { OutputError } from './connector.js';
+import { PUBACK, PUBCOMP, PUBREC, type AckType } from './bridge-acks.js';
 import { encodePublishProperties, encodePubrel, publishSize, writePublish } from './bridge-encode.js';
 
 /**
@@ -9,7 +10,8 @@ import { encodePublishProperties, encodePubrel, publishSize, writePublish } from
  * connection.
  */
 export const MQTTJS_IDS = 1023;
-const FIRST_ID = MQTTJS_IDS + 1;
+/** The sender's first packet identifier: acknowledgements from here up are the sender's. */
+export const FIRST_ID = MQTTJS_IDS + 1;
 const LAST_ID = 65_535;
 
 /** MQTT 5 reason codes of a PUBACK/PUBREC that mean "try again later", not "never". */
@@ -141,23 +143,25 @@ export class BridgeSender {
     });
   }
 
-  /** Handles an acknowledgement from the remote; false when it is not one of ours. */
-  onPacket(packet: { cmd: string; messageId?: number; reasonCode?: number }): boolean {
-    const id = packet.messageId;
-    if (id === undefined || id < FIRST_ID) return false;
-    if (packet.cmd === 'pubcomp' && this.releasing.delete(id)) return true;
+  /**
+   * Handles a PUBACK, PUBREC or PUBCOMP from the remote (its reason code 0 when it had none);
+   * false when it answers nothing the sender has in flight. Called per acknowledgement, as
+   * the remote's bytes are read (see AckFilter): primitives only, no packet object.
+   */
+  onAck(type: AckType, id: number, reasonCode: number): boolean {
+    if (id < FIRST_ID) return false;
+    if (type === PUBCOMP && this.releasing.delete(id)) return true;
     const out = this.inflight.get(id);
     if (!out) return false;
-    const code = packet.reasonCode ?? 0;
-    if (packet.cmd === 'pubrec' && out.message.qos === 2 && !out.released) {
-      if (code >= 0x80) return this.refused(id, out, code);
+    if (type === PUBREC && out.message.qos === 2 && !out.released) {
+      if (reasonCode >= 0x80) return this.refused(id, out, reasonCode);
       out.released = true;
       this.stream?.write(encodePubrel(id));
       return true;
     }
-    const expected = out.message.qos === 2 ? 'pubcomp' : 'puback';
-    if (packet.cmd !== expected) return false;
-    if (code >= 0x80) return this.refused(id, out, code);
+    const expected = out.message.qos === 2 ? PUBCOMP : PUBACK;
+    if (type !== expected) return false;
+    if (reasonCode >= 0x80) return this.refused(id, out, reasonCode);
     this.inflight.delete(id);
     if (--out.batch.remaining === 0 && !out.batch.settled) {
       out.batch.settled = true;

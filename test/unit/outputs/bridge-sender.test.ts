@@ -2,6 +2,7 @@ import { Writable } from 'node:stream';
 import mqttPacket from 'mqtt-packet';
 import { describe, expect, it } from 'vitest';
 import type { QoS } from '../../../src/broker/types.js';
+import { PUBACK, PUBCOMP, PUBREC } from '../../../src/outputs/bridge-acks.js';
 import { BridgeSender, MQTTJS_IDS } from '../../../src/outputs/bridge-sender.js';
 import { OutputError, type OutboxMessage } from '../../../src/outputs/connector.js';
 
@@ -46,16 +47,16 @@ describe('the bridge sender', () => {
     const first = wire.of('publish');
     expect(first).toHaveLength(4);
     expect(ids(first).every((id) => id > MQTTJS_IDS)).toBe(true);
-    sender.onPacket({ cmd: 'puback', messageId: ids(first)[0]!, reasonCode: 0 });
+    sender.onAck(PUBACK, ids(first)[0]!, 0);
     await tick();
     expect(wire.of('publish')).toHaveLength(4); // three still out: more than half the window
-    sender.onPacket({ cmd: 'puback', messageId: ids(first)[1]!, reasonCode: 0 });
+    sender.onAck(PUBACK, ids(first)[1]!, 0);
     await tick();
     expect(wire.of('publish')).toHaveLength(6);
     let settled = false;
     void done.then(() => (settled = true));
     for (let round = 0; round < 10 && !settled; round++) {
-      for (const id of ids(wire.of('publish'))) sender.onPacket({ cmd: 'puback', messageId: id, reasonCode: 0 });
+      for (const id of ids(wire.of('publish'))) sender.onAck(PUBACK, id, 0);
       await tick();
     }
     await done;
@@ -69,11 +70,11 @@ describe('the bridge sender', () => {
     sender.attach(wire, { window: 10, maxPacketSize: Infinity }, true, false);
     const refused = sender.send([message(1)]);
     await tick();
-    sender.onPacket({ cmd: 'puback', messageId: ids(wire.of('publish'))[0]!, reasonCode: 0x87 });
+    sender.onAck(PUBACK, ids(wire.of('publish'))[0]!, 0x87);
     await expect(refused).rejects.toMatchObject({ retryable: false, code: 'SB_ERR_OUTPUT_REJECTED' });
     const busy = sender.send([message(2)]);
     await tick();
-    sender.onPacket({ cmd: 'puback', messageId: ids(wire.of('publish'))[1]!, reasonCode: 0x97 });
+    sender.onAck(PUBACK, ids(wire.of('publish'))[1]!, 0x97);
     await expect(busy).rejects.toMatchObject({ retryable: true });
   });
 
@@ -84,9 +85,9 @@ describe('the bridge sender', () => {
     const done = sender.send([message(1, 2)]);
     await tick();
     const [id] = ids(wire.of('publish'));
-    sender.onPacket({ cmd: 'pubrec', messageId: id!, reasonCode: 0 });
+    sender.onAck(PUBREC, id!, 0);
     expect(ids(wire.of('pubrel'))).toEqual([id]);
-    sender.onPacket({ cmd: 'pubcomp', messageId: id!, reasonCode: 0 });
+    sender.onAck(PUBCOMP, id!, 0);
     await done;
   });
 
@@ -108,8 +109,8 @@ describe('the bridge sender', () => {
     const many = sender.send(Array.from({ length: 8 }, (_, i) => message(10 + i, 1)));
     await tick();
     expect(ids(second.of('publish'))).not.toContain(held);
-    sender.onPacket({ cmd: 'pubcomp', messageId: held!, reasonCode: 0x92 });
-    for (const id of ids(second.of('publish'))) sender.onPacket({ cmd: 'puback', messageId: id, reasonCode: 0 });
+    sender.onAck(PUBCOMP, held!, 0x92);
+    for (const id of ids(second.of('publish'))) sender.onAck(PUBACK, id, 0);
     await many;
   });
 
