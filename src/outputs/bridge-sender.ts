@@ -188,21 +188,22 @@ export class BridgeSender {
   }
 
   private pumpScheduled = false;
-  /** Bound once: runs the pump scheduled for this tick. */
+  /** Bound once: runs the scheduled pump. */
   private readonly pumpNow = (): void => {
     this.pumpScheduled = false;
     this.pump();
   };
 
   /**
-   * Pumps once at the end of this tick: every acknowledgement read from one socket chunk
-   * frees its slot first, and the messages that fill them leave in one write instead of one
-   * system call each.
+   * Pumps once, in the event loop's check phase: every acknowledgement read from the sockets
+   * in this turn frees its slot first, and the messages that fill them leave in one write
+   * instead of one system call each. Not sooner (a tick): the acknowledgements a commit
+   * releases to local publishers go out first, and they are what paces the input.
    */
   private schedulePump(): void {
     if (this.pumpScheduled) return;
     this.pumpScheduled = true;
-    process.nextTick(this.pumpNow);
+    setImmediate(this.pumpNow);
   }
 
   /** Moves queued messages onto the wire while the window has room; one write per message pair. */

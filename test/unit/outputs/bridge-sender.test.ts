@@ -30,8 +30,8 @@ function message(n: number, qos: QoS = 1): OutboxMessage {
   return { seq: n, time: n, ruleId: 'r', clientId: 'c', topic: `t/${n}`, payload: Buffer.from(String(n)), qos, retain: false, properties: undefined, data: undefined, attempts: 0 };
 }
 
-/** Lets the sender's once-per-tick pump run. */
-const tick = () => new Promise<void>((resolve) => process.nextTick(resolve));
+/** Lets the sender's pump (run in the check phase) run. */
+const tick = () => new Promise<void>((resolve) => setImmediate(resolve));
 
 function ids(packets: mqttPacket.Packet[]): number[] {
   return packets.map((p) => (p as { messageId: number }).messageId);
