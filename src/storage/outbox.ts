@@ -305,7 +305,7 @@ export class OutboxStore {
       i++;
     }
     this.compact(tail, i);
-    this.forgetSizes(output, (s) => s <= seq);
+    this.forgetSizes(output, seq);
     // Several confirmations in one batch make one DELETE: the open one just reaches further.
     const open = this.deletes.get(output);
     if (open && this.batcher.pending() === open.commit) {
@@ -330,7 +330,7 @@ export class OutboxStore {
       d.bytes = Math.max(0, d.bytes - bytes);
       tail.rows.splice(index, 1);
     } else {
-      this.forgetSizes(output, (s) => s === seq);
+      this.forgetSizes(output, seq, seq);
     }
     // Every removal of one batch rewrites each batch it touches once.
     let set = this.removals.get(output);
@@ -353,17 +353,31 @@ export class OutboxStore {
     }
   }
 
-  private forgetSizes(output: string, which: (seq: number) => boolean): void {
+  /**
+   * Forgets the recorded sizes of `output`'s rows up to `upTo` (`only`: just that one) and
+   * takes them off its depth. Sizes are recorded as rows are read, in seq order, so the
+   * walk stops at the first one beyond `upTo`.
+   */
+  private forgetSizes(output: string, upTo: number, only?: number): void {
     const d = this.depth(output);
     const sizes = this.sizes.get(output);
     if (!sizes || sizes.size === 0) return;
-    for (const [seq, bytes] of sizes) {
-      if (!which(seq)) continue;
+    const forget = (seq: number, bytes: number) => {
       sizes.delete(seq);
       d.count = Math.max(0, d.count - 1);
       d.bytes = Math.max(0, d.bytes - bytes);
+    };
+    if (only !== undefined) {
+      const bytes = sizes.get(only);
+      if (bytes !== undefined) forget(only, bytes);
+      return;
+    }
+    for (const [seq, bytes] of sizes) {
+      if (seq > upTo) break;
+      forget(seq, bytes);
     }
   }
+
 
   /**
    * Counts one more failed attempt for rows `fromSeq..toSeq` (shown in dead letters and
