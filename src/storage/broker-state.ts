@@ -64,13 +64,17 @@ interface DeliveryRow {
   hops: number;
 }
 
-interface WillRow {
-  client_id: string;
+/** The columns a stored message has in every table that keeps one. */
+export interface MessageColumns {
   topic: string;
   payload: Buffer;
   qos: number;
   retain: number;
   properties: string | null;
+}
+
+interface WillRow extends MessageColumns {
+  client_id: string;
   username: string | null;
   protocol_version: number;
   publish_at: number;

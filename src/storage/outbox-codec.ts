@@ -1,7 +1,7 @@
 import type BetterSqlite3 from 'better-sqlite3';
 import type { QoS } from '../broker/types.js';
 import type { OutboxMessage } from '../outputs/connector.js';
-import { decodeProperties, encodeProperties } from './broker-state.js';
+import { decodeProperties, encodeProperties, type MessageColumns } from './broker-state.js';
 
 // The outbox stores the messages one transaction enqueued for one output together, in one
 // row of `outbox_batches` whose `messages` column is the encoding below: one b-tree insert
@@ -143,17 +143,12 @@ export function storedMessages(db: BetterSqlite3.Database, output: string): Outb
 /** Messages per batch when rows of the per-message outbox table are moved into batches. */
 const LEGACY_BATCH = 1000;
 
-interface LegacyRow {
+interface LegacyRow extends MessageColumns {
   seq: number;
   output: string;
   time: number;
   rule_id: string;
   client_id: string;
-  topic: string;
-  payload: Buffer;
-  qos: number;
-  retain: number;
-  properties: string | null;
   data: string | null;
   attempts: number;
 }
