@@ -3,7 +3,8 @@ import { FrameError } from './framing.js';
 
 const MALFORMED = 0x81;
 const PROTOCOL_ERROR = 0x82;
-const utf8 = new TextDecoder('utf-8', { fatal: true });
+// ignoreBOM: a leading U+FEFF is part of the string, never stripped [MQTT-1.5.4-3].
+const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
 type PublishProperties = NonNullable<IPublishPacket['properties']>;
 

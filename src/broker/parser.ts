@@ -19,7 +19,8 @@ export class PacketError extends Error {
   }
 }
 
-const utf8 = new TextDecoder('utf-8', { fatal: true });
+// ignoreBOM: a leading U+FEFF is part of the string, never stripped [MQTT-1.5.4-3].
+const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
 /**
  * Makes mqtt-packet's parser (used for every packet but PUBLISH) insist on well-formed UTF-8

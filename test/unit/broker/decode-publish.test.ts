@@ -134,6 +134,11 @@ describe('decodePublish', () => {
     );
   });
 
+  it('keeps a leading U+FEFF in the topic [MQTT-1.5.4-3]', () => {
+    const packet: IPublishPacket = { cmd: 'publish', topic: '\uFEFF\u0001', payload: Buffer.alloc(0), qos: 0, dup: false, retain: false };
+    for (const v5 of [false, true]) expect(decode(mqtt.generate(packet, { protocolVersion: v5 ? 5 : 4 }), v5).topic).toBe('\uFEFF\u0001');
+  });
+
   it('keeps every value of a user property whose key repeats, in order', () => {
     const packet: IPublishPacket = { cmd: 'publish', topic: 'a', payload: Buffer.from('x'), qos: 0, dup: false, retain: false, properties: { userProperties: { k: ['1', '2', '3'], other: 'v' } } };
     const decoded = decode(mqtt.generate(packet, { protocolVersion: 5 }), true);
