@@ -7,6 +7,7 @@ import { decodePublish } from './decode-publish.js';
 import { encodePublishHeader } from './encode.js';
 import { FrameError, PacketFramer } from './framing.js';
 import { dispatch } from './handlers/index.js';
+import { PacketWriter } from './packet-writer.js';
 import { hardenParser, PacketError } from './parser.js';
 import { RC } from './reason-codes.js';
 import type { Delivery, Sender, Session } from './session.js';
@@ -16,9 +17,6 @@ type ProtocolVersion = 3 | 4 | 5;
 
 /** Packets held at most while CONNECT's credentials are checked; more closes the connection. */
 const MAX_HELD_PACKETS = 64;
-
-/** Bytes of the buffer one connection's successful acknowledgements are written into (256 of them). */
-const ACK_BUFFER_BYTES = 1024;
 
 /** First byte of each acknowledgement packet (PUBREL has the reserved flags 0b0010). */
 const ACK_TYPES: Partial<Record<string, number>> = { puback: 0x40, pubrec: 0x50, pubrel: 0x62, pubcomp: 0x70 };
@@ -66,6 +64,7 @@ export class Connection implements Sender {
   congested = false;
   private slowTimer: TimerHandle | undefined;
   private readonly maxSendBufferBytes: number;
+  private readonly writer: PacketWriter;
   private lastSeen: number;
   private keepaliveTimer: TimerHandle | undefined;
   private connectTimer: TimerHandle | undefined;
@@ -86,6 +85,7 @@ export class Connection implements Sender {
     this.lastSeen = ctx.clock.now();
     this.receiveMaximum = ctx.config.limits.maxInflight;
     this.maxSendBufferBytes = ctx.config.limits.maxSendBufferBytes;
+    this.writer = new PacketWriter(stream);
     this.parser = mqttPacket.parser({ protocolVersion: 4 });
     hardenParser(this.parser);
     this.framer = new PacketFramer(ctx.config.limits.maxPacketSize);
@@ -232,65 +232,10 @@ export class Connection implements Sender {
     }, Math.max(due, 1));
   }
 
-  private corked = false;
-  /** Bound once: releases the writes of this tick as one writev. */
-  private readonly uncork = (): void => {
-    this.corked = false;
-    this.flushAcks();
-    this.stream.uncork();
-  };
-
-  /** Successful acknowledgements written this tick, back to back: `acks[ackStart..ackEnd)`. */
-  private acks: Buffer | undefined;
-  private ackStart = 0;
-  private ackEnd = 0;
-
-  private cork(): void {
-    if (this.corked) return;
-    this.corked = true;
-    this.stream.cork();
-    process.nextTick(this.uncork);
-  }
-
-  /**
-   * Hot path: everything written in one tick leaves in one writev (cork now, uncork on the
-   * next tick) instead of one system call per packet. `payload`, when given, follows `buf`
-   * without being copied into it.
-   */
+  /** Writes `buf` (then `payload`, not copied) after everything written before; see {@link PacketWriter}. */
   private out(buf: Buffer, payload?: Buffer): void {
-    this.cork();
-    this.flushAcks();
-    this.stream.write(buf);
-    if (payload !== undefined) this.stream.write(payload);
+    this.writer.write(buf, payload);
     if (!this.congested && this.stream.writableLength > this.maxSendBufferBytes) this.becameCongested();
-  }
-
-  /**
-   * Hot path (every QoS 1/2 PUBLISH in): a successful acknowledgement is four fixed bytes
-   * [MQTT-3.4.2.1], and those of one tick are written as one buffer rather than a stream
-   * write each. Anything else written meanwhile flushes them first, so order holds.
-   */
-  private outAck(first: number, id: number): void {
-    this.cork();
-    let acks = this.acks;
-    if (acks === undefined || this.ackEnd + 4 > acks.length) {
-      this.flushAcks();
-      // Written parts stay with the stream until sent; later acks go to a new buffer.
-      acks = this.acks = Buffer.allocUnsafe(ACK_BUFFER_BYTES);
-      this.ackStart = this.ackEnd = 0;
-    }
-    const o = this.ackEnd;
-    acks[o] = first;
-    acks[o + 1] = 2;
-    acks[o + 2] = id >> 8;
-    acks[o + 3] = id & 0xff;
-    this.ackEnd = o + 4;
-  }
-
-  private flushAcks(): void {
-    if (this.ackEnd === this.ackStart) return;
-    this.stream.write(this.acks!.subarray(this.ackStart, this.ackEnd));
-    this.ackStart = this.ackEnd;
   }
 
   /**
@@ -327,8 +272,8 @@ export class Connection implements Sender {
     if (this.state === 'closed') return;
     const ack = ACK_TYPES[packet.cmd];
     if (ack !== undefined && !(packet as { reasonCode?: number }).reasonCode && !(packet as { properties?: object }).properties) {
-      // A successful ack: MQTT 5 lets the reason code be left out when it is Success.
-      this.outAck(ack, (packet as { messageId: number }).messageId);
+      // Hot path (every QoS 1/2 PUBLISH in): a successful acknowledgement.
+      this.writer.writeAck(ack, (packet as { messageId: number }).messageId);
       return;
     }
     this.out(mqttPacket.generate(packet, this.genOpts));
@@ -414,7 +359,7 @@ export class Connection implements Sender {
   /** Flushes what was written, then closes. */
   end(): void {
     if (this.state === 'closed') return;
-    this.flushAcks();
+    this.writer.flush();
     this.stream.end();
     // A peer that never reads would keep a half-closed socket open; destroy shortly after.
     const t = this.ctx.clock.setTimeout(() => this.stream.destroy(), 1000);
