@@ -11,8 +11,14 @@ import type { Effect } from './types.js';
 
 /** Bridge hops after which a message is not forwarded again (MQTT 5 remotes). */
 export const DEFAULT_BRIDGE_MAX_HOPS = 4;
-/** Unacknowledged messages towards the remote, when its Receive Maximum allows as many. */
+/** Unacknowledged messages towards an MQTT 5 remote, when its Receive Maximum allows as many. */
 export const DEFAULT_BRIDGE_MAX_INFLIGHT = 1000;
+/**
+ * Towards an MQTT 3.1.1 remote, which cannot announce a Receive Maximum: Mosquitto's default
+ * `max_inflight_messages`, past which Mosquitto drops incoming QoS 2 messages while still
+ * acknowledging them (and what Mosquitto's own bridges send with by default).
+ */
+export const DEFAULT_BRIDGE_MAX_INFLIGHT_V4 = 20;
 
 const mappingOut = z
   .object({
@@ -48,8 +54,10 @@ export const bridgeSchema = z
     keepalive: z.number().int().min(0).max(65_535).default(60).describe('Keepalive in seconds. Default 60.'),
     maxInflight: z
       .number().int().min(1).max(65_535)
-      .default(DEFAULT_BRIDGE_MAX_INFLIGHT)
-      .describe(`Unacknowledged QoS 1/2 messages towards the remote at once; the remote's Receive Maximum lowers it. Default ${DEFAULT_BRIDGE_MAX_INFLIGHT}.`),
+      .optional()
+      .describe(
+        `Unacknowledged QoS 1/2 messages towards the remote at once; an MQTT 5 remote's Receive Maximum lowers it. Default ${DEFAULT_BRIDGE_MAX_INFLIGHT} (MQTT 5), ${DEFAULT_BRIDGE_MAX_INFLIGHT_V4} (MQTT 3.1.1, which has no Receive Maximum: raise it to what the remote accepts).`,
+      ),
     connectTimeoutMs: z.number().int().min(100).default(10_000).describe('Time allowed for CONNACK. Default 10000.'),
     cleanSession: z.boolean().default(false).describe('false (default): the remote keeps the bridge\'s session (subscriptions, queued messages) across reconnects.'),
     sessionExpiryS: z.number().int().min(0).max(0xffff_ffff).default(86_400).describe('MQTT 5 session expiry at the remote when cleanSession is false. Default 86400.'),
@@ -96,7 +104,7 @@ export const bridgeSchema = z
 export type BridgeSettings = z.output<typeof bridgeSchema>;
 
 /** Settings as the connection uses them: defaults that depend on the output's name filled in. */
-export type ResolvedBridgeSettings = BridgeSettings & { clientId: string; status: NonNullable<BridgeSettings['status']> };
+export type ResolvedBridgeSettings = Omit<BridgeSettings, 'maxInflight'> & { clientId: string; maxInflight: number; status: NonNullable<BridgeSettings['status']> };
 
 /**
  * `type: bridge`: a connection to another MQTT broker. Out mappings and rule actions go
@@ -114,6 +122,7 @@ export const bridgeConnector: ConnectorType<typeof bridgeSchema> = {
     const resolved = {
       ...settings,
       clientId,
+      maxInflight: settings.maxInflight ?? (settings.protocolVersion === 4 ? DEFAULT_BRIDGE_MAX_INFLIGHT_V4 : DEFAULT_BRIDGE_MAX_INFLIGHT),
       ca: file(settings.ca),
       cert: file(settings.cert),
       key: file(settings.key),

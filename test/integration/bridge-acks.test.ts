@@ -86,9 +86,9 @@ describe('a bridge taking its own acknowledgements out of the remote\'s stream',
       type: 'bridge',
       url: remote.url,
       protocolVersion,
-      // Mosquitto's max_inflight_messages. MQTT 3.1.1 has no Receive Maximum to tell the
-      // bridge, and past it Mosquitto drops incoming messages while still acknowledging them.
-      maxInflight: 20,
+      // No maxInflight: with MQTT 3.1.1 (no Receive Maximum) the default must stay within
+      // Mosquitto's max_inflight_messages (20), past which it drops QoS 2 messages while
+      // still acknowledging them; with MQTT 5 the remote's Receive Maximum says it.
       ...remote.settings,
       reconnect: { retryMinMs: 50, retryMaxMs: 500 },
       outbox: { batchSize: 100, retryMinMs: 50, retryMaxMs: 500 },
