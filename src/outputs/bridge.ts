@@ -15,8 +15,8 @@ export const DEFAULT_BRIDGE_MAX_HOPS = 4;
 export const DEFAULT_BRIDGE_MAX_INFLIGHT = 1000;
 /**
  * Towards an MQTT 3.1.1 remote, which cannot announce a Receive Maximum: Mosquitto's default
- * `max_inflight_messages`, past which Mosquitto drops incoming QoS 2 messages while still
- * acknowledging them (and what Mosquitto's own bridges send with by default).
+ * `max_inflight_messages` (and what its own bridges send with). Once unfinished QoS 2
+ * messages fill it, Mosquitto drops what arrives while still acknowledging it.
  */
 export const DEFAULT_BRIDGE_MAX_INFLIGHT_V4 = 20;
 

@@ -87,8 +87,9 @@ describe('a bridge taking its own acknowledgements out of the remote\'s stream',
       url: remote.url,
       protocolVersion,
       // No maxInflight: with MQTT 3.1.1 (no Receive Maximum) the default must stay within
-      // Mosquitto's max_inflight_messages (20), past which it drops QoS 2 messages while
-      // still acknowledging them; with MQTT 5 the remote's Receive Maximum says it.
+      // Mosquitto's max_inflight_messages (20): once unfinished QoS 2 messages fill it,
+      // Mosquitto drops what arrives while still acknowledging it. With MQTT 5 the remote's
+      // Receive Maximum says it.
       ...remote.settings,
       reconnect: { retryMinMs: 50, retryMaxMs: 500 },
       outbox: { batchSize: 100, retryMinMs: 50, retryMaxMs: 500 },
