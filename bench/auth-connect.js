@@ -3,12 +3,10 @@
 // its own child process and measures the connect rate and the child's RSS per connection
 // after a forced GC, twice: with the credential cache (the default: one scrypt per user,
 // then an HMAC per CONNECT) and without it (one scrypt per CONNECT, so fewer connections).
-import net from 'node:net';
 import { performance } from 'node:perf_hooks';
-import mqtt from 'mqtt-packet';
 import { benchPassword } from './auth-server.js';
 import { startBroker } from './broker-process.js';
-import { closeSocket } from './load.js';
+import { closeSocket, openIdleConnection } from './load.js';
 import { delay, formatBytes, formatInt, withTimeout } from './stats.js';
 
 const CONNECT_TIMEOUT_MS = 30_000;
@@ -20,28 +18,7 @@ const UNCACHED_CONCURRENCY = 16;
 /** Connects with user `i % USERS`'s credentials; resolves with the socket after CONNACK 0. */
 function openAuthenticated(port, i, tag) {
   const user = i % USERS;
-  const clientId = `bench-auth-${i}-${tag}`;
-  const socket = net.connect({ port, host: '127.0.0.1', noDelay: true });
-  const connect = mqtt.generate({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clientId, clean: true, keepalive: 600, username: `bench-user-${user}`, password: Buffer.from(benchPassword(user)) });
-  const connack = new Promise((resolve, reject) => {
-    let got = Buffer.alloc(0);
-    const onData = (chunk) => {
-      got = Buffer.concat([got, chunk]);
-      if (got.length < 4) return;
-      socket.off('data', onData);
-      if (got[0] !== 0x20 || got[3] !== 0) reject(new Error(`unexpected CONNACK for ${clientId}: ${got.subarray(0, 4).toString('hex')}`));
-      else resolve(socket);
-      socket.resume();
-    };
-    socket.on('data', onData);
-    socket.on('error', reject);
-    socket.once('close', () => reject(new Error(`connection of ${clientId} closed before CONNACK`)));
-    socket.write(connect);
-  });
-  return withTimeout(connack, CONNECT_TIMEOUT_MS, `CONNECT of ${clientId}`).catch((err) => {
-    socket.destroy();
-    throw err;
-  });
+  return openIdleConnection(port, `bench-auth-${i}-${tag}`, 600, CONNECT_TIMEOUT_MS, { username: `bench-user-${user}`, password: Buffer.from(benchPassword(user)) });
 }
 
 async function pool(concurrency, worker) {

@@ -12,13 +12,10 @@
 //   child → parent  { type: 'ready', port, info }  |  { type: 'failed', message }
 //   parent → child  { type: 'stats', id }           → { type: 'stats', id, rss, maxRss, cpu…, counters }
 //   parent → child  { type: 'close' }               → { type: 'closed' } and exit 0
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
 import Database from 'better-sqlite3';
 import { INPUT_FILTER, RULES_LIMITS, TRANSFORM } from './rules-spec.js';
-import { limitsOverride, signalboxDist } from './servers/dist.js';
-import { closeEngine } from './servers/engine-child.js';
+import { limitsOverride } from './servers/dist.js';
+import { benchConfigHead, closeEngine, startProjectEngine } from './servers/engine-child.js';
 
 /** The rule id of the history job. */
 const HISTORY_RULE_ID = 'bench-history';
@@ -28,56 +25,39 @@ const HISTORY_RULE_ID = 'bench-history';
  * @param {{ transform?: boolean }} options
  */
 async function start({ transform = false, lastValues = false } = {}) {
-  const dist = signalboxDist();
-  const { loadProject } = await import(new URL('config/load.js', dist).href);
-  const { createEngine } = await import(new URL('engine/engine.js', dist).href);
-  const { silentLogger } = await import(new URL('log.js', dist).href);
-  const { createOutputRegistry } = await import(new URL('outputs/registry.js', dist).href);
-
-  const dir = mkdtempSync(path.join(tmpdir(), 'signalbox-bench-history-'));
-  const dbPath = path.join(dir, 'signalbox.db');
   const limits = { ...RULES_LIMITS, ...limitsOverride() };
-  const config = ['broker:', '  listeners: [{ type: mqtt, host: 127.0.0.1, port: 0 }]', `  limits: ${JSON.stringify(limits)}`, 'storage:', `  path: ${JSON.stringify(dbPath)}`, '  durability: normal', 'rules: rules'];
-  // `http:` makes the engine keep the last-value cache, fed by every history commit (the
-  // HTTP server itself is not started: nothing asks it anything during the run).
-  if (lastValues) config.push('http: { port: 0 }');
-  config.push('');
-  writeFileSync(path.join(dir, 'signalbox.yaml'), config.join('\n'));
-  mkdirSync(path.join(dir, 'rules'));
   const rule = ['rules:', `  - id: ${HISTORY_RULE_ID}`, `    on: ${INPUT_FILTER}`];
   if (transform) rule.push(`    transform: '${TRANSFORM}'`);
   rule.push('    to:', '      - history: {}', '');
-  writeFileSync(path.join(dir, 'rules', 'bench.yaml'), rule.join('\n'));
-
-  const registry = createOutputRegistry();
-  const project = loadProject(path.join(dir, 'signalbox.yaml'), { explicit: true, registry });
-  const engine = createEngine(project.config, project.compiled.rules, { log: silentLogger(), registry });
-  try {
-    const [address] = await engine.broker.listen();
-    return {
-      port: address.port,
-      info: { limits, transform, lastValues, storage: { path: dbPath, durability: 'normal' } },
-      /** Rows committed so far (cheap, read at every poll), and with `count` the table's own count. */
-      counters(count) {
-        const stored = engine.history.stats?.rowsWritten;
-        const out = { rowsWritten: stored, commits: engine.history.stats?.commits, rules: { ...engine.processor.stats }, broker: { ...engine.broker.stats } };
-        if (count) {
-          const db = new Database(dbPath, { readonly: true, fileMustExist: true });
-          try {
-            out.historyRows = db.prepare('SELECT count(*) FROM history').pluck().get();
-            out.deadLetters = db.prepare('SELECT count(*) FROM dead_letters').pluck().get();
-          } finally {
-            db.close();
-          }
+  const configFor = (dbPath) => {
+    const config = [...benchConfigHead(dbPath, limits), '  durability: normal', 'rules: rules'];
+    // `http:` makes the engine keep the last-value cache, fed by every history commit (the
+    // HTTP server itself is not started: nothing asks it anything during the run).
+    if (lastValues) config.push('http: { port: 0 }');
+    config.push('');
+    return config.join('\n');
+  };
+  const { engine, dir, dbPath, port } = await startProjectEngine('history', configFor, { 'bench.yaml': rule.join('\n') });
+  return {
+    port,
+    info: { limits, transform, lastValues, storage: { path: dbPath, durability: 'normal' } },
+    /** Rows committed so far (cheap, read at every poll), and with `count` the table's own count. */
+    counters(count) {
+      const stored = engine.history.stats?.rowsWritten;
+      const out = { rowsWritten: stored, commits: engine.history.stats?.commits, rules: { ...engine.processor.stats }, broker: { ...engine.broker.stats } };
+      if (count) {
+        const db = new Database(dbPath, { readonly: true, fileMustExist: true });
+        try {
+          out.historyRows = db.prepare('SELECT count(*) FROM history').pluck().get();
+          out.deadLetters = db.prepare('SELECT count(*) FROM dead_letters').pluck().get();
+        } finally {
+          db.close();
         }
-        return out;
-      },
-      close: () => closeEngine(engine, dir),
-    };
-  } catch (err) {
-    await closeEngine(engine, dir).catch(() => {});
-    throw err;
-  }
+      }
+      return out;
+    },
+    close: () => closeEngine(engine, dir),
+  };
 }
 
 function send(message) {

@@ -20,11 +20,8 @@
 //
 // BENCH_SIGNALBOX_DIST, BENCH_SIGNALBOX_LIMITS and BENCH_INFLUX_SETTINGS (JSON merged into the
 // output's settings) apply (diagnosis only).
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
-import { limitsOverride, signalboxDist } from './servers/dist.js';
-import { closeEngine, serveEngineChild } from './servers/engine-child.js';
+import { limitsOverride } from './servers/dist.js';
+import { benchConfigHead, closeEngine, serveEngineChild, startProjectEngine } from './servers/engine-child.js';
 
 /** The output's name in signalbox.yaml. */
 export const OUTPUT = 'tsdb';
@@ -42,54 +39,23 @@ export function influxRule(t0) {
 }
 
 async function start({ vmPort, t0 }) {
-  const dist = signalboxDist();
-  const { loadProject } = await import(new URL('config/load.js', dist).href);
-  const { createEngine } = await import(new URL('engine/engine.js', dist).href);
-  const { silentLogger } = await import(new URL('log.js', dist).href);
-  const { createOutputRegistry } = await import(new URL('outputs/registry.js', dist).href);
-
-  const dir = mkdtempSync(path.join(tmpdir(), 'signalbox-bench-influx-'));
   const limits = limitsOverride();
   const extra = process.env.BENCH_INFLUX_SETTINGS ? JSON.parse(process.env.BENCH_INFLUX_SETTINGS) : {};
   const output = { type: 'influx', url: `http://127.0.0.1:${vmPort}`, ...extra };
-  const config = [
-    'broker:',
-    '  listeners: [{ type: mqtt, host: 127.0.0.1, port: 0 }]',
-    ...(limits ? [`  limits: ${JSON.stringify(limits)}`] : []),
-    'storage:',
-    `  path: ${JSON.stringify(path.join(dir, 'signalbox.db'))}`,
-    'outputs:',
-    // YAML flow style is JSON.
-    `  ${OUTPUT}: ${JSON.stringify(output)}`,
-    '',
-  ].join('\n');
-  const configFile = path.join(dir, 'signalbox.yaml');
-  writeFileSync(configFile, config);
-  mkdirSync(path.join(dir, 'rules'));
   const rule = influxRule(t0);
-  writeFileSync(path.join(dir, 'rules', 'bench.yaml'), rule);
-
-  let engine;
-  try {
-    const registry = createOutputRegistry();
-    const project = loadProject(configFile, { explicit: true, registry });
-    engine = createEngine(project.config, project.compiled.rules, { log: silentLogger(), registry });
-    const [address] = await engine.broker.listen();
-    return {
-      port: address.port,
-      info: { config, rule },
-      /** The influx output's state (waiting in the outbox, delivered, retries, ...) and the rule engine's counters. */
-      counters() {
-        const output = engine.outputs.status().find((o) => o.name === OUTPUT);
-        const deadLetters = engine.db.prepare('SELECT count(*) FROM dead_letters').pluck().get();
-        return { output, rules: { ...engine.processor.stats }, deadLetters };
-      },
-      close: () => closeEngine(engine, dir),
-    };
-  } catch (err) {
-    await closeEngine(engine, dir).catch(() => {});
-    throw err;
-  }
+  // YAML flow style is JSON.
+  const { engine, dir, config, port } = await startProjectEngine('influx', (dbPath) => [...benchConfigHead(dbPath, limits), 'outputs:', `  ${OUTPUT}: ${JSON.stringify(output)}`, ''].join('\n'), { 'bench.yaml': rule });
+  return {
+    port,
+    info: { config, rule },
+    /** The influx output's state (waiting in the outbox, delivered, retries, ...) and the rule engine's counters. */
+    counters() {
+      const output = engine.outputs.status().find((o) => o.name === OUTPUT);
+      const deadLetters = engine.db.prepare('SELECT count(*) FROM dead_letters').pluck().get();
+      return { output, rules: { ...engine.processor.stats }, deadLetters };
+    },
+    close: () => closeEngine(engine, dir),
+  };
 }
 
 serveEngineChild(start);

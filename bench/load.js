@@ -367,12 +367,13 @@ export class Subscriber {
 
 /**
  * Opens one bare connection (CONNECT/CONNACK, nothing else) with no parser attached, for the
- * idle-connections phase where the bench itself holds 10,000 sockets.
+ * phases where the bench itself holds 10,000 sockets; `credentials` ({ username, password })
+ * go into the CONNECT when given.
  * @returns {Promise<net.Socket>}
  */
-export function openIdleConnection(port, clientId, keepalive, timeoutMs) {
+export function openIdleConnection(port, clientId, keepalive, timeoutMs, credentials = {}) {
   const socket = net.connect({ port, host: '127.0.0.1', noDelay: true });
-  const connect = mqtt.generate({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: PROTOCOL_VERSION, clientId, clean: true, keepalive });
+  const connect = mqtt.generate({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: PROTOCOL_VERSION, clientId, clean: true, keepalive, ...credentials });
   const connack = new Promise((resolve, reject) => {
     let got = Buffer.alloc(0);
     const onData = (chunk) => {

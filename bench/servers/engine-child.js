@@ -8,7 +8,11 @@
 //   parent → child  { type: 'counters', id }                → { type: 'counters', id, counters }
 //   parent → child  { type: 'close' }                       → exits 0 after server.close()
 
-import { rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { signalboxDist } from './dist.js';
 
 /**
  * Closes a bench child's engine (when it got that far) and then removes its temp project
@@ -20,6 +24,54 @@ export async function closeEngine(engine, dir) {
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+}
+
+/**
+ * Starts a whole signalbox from the compiled dist/ the way `signalbox run` does: a fresh temp
+ * project folder (`signalbox-bench-<name>-…`) with signalbox.yaml (the text `configFor(dbPath)`
+ * returns) and `ruleFiles` (file name → YAML) in rules/, loadProject, createEngine, listen.
+ * Resolves once it listens; on failure the engine is closed and the folder removed.
+ * @returns {Promise<{ engine, dir: string, dbPath: string, config: string, project, port: number, loadMs: number, startMs: number }>}
+ */
+export async function startProjectEngine(name, configFor, ruleFiles = {}) {
+  const dist = signalboxDist();
+  const { loadProject } = await import(new URL('config/load.js', dist).href);
+  const { createEngine } = await import(new URL('engine/engine.js', dist).href);
+  const { silentLogger } = await import(new URL('log.js', dist).href);
+  const { createOutputRegistry } = await import(new URL('outputs/registry.js', dist).href);
+
+  const dir = mkdtempSync(path.join(tmpdir(), `signalbox-bench-${name}-`));
+  const dbPath = path.join(dir, 'signalbox.db');
+  const config = configFor(dbPath);
+  const configFile = path.join(dir, 'signalbox.yaml');
+  writeFileSync(configFile, config);
+  mkdirSync(path.join(dir, 'rules'));
+  for (const [file, text] of Object.entries(ruleFiles)) writeFileSync(path.join(dir, 'rules', file), text);
+
+  let engine;
+  try {
+    const registry = createOutputRegistry();
+    const t0 = performance.now();
+    const project = loadProject(configFile, { explicit: true, registry });
+    const t1 = performance.now();
+    engine = createEngine(project.config, project.compiled.rules, { log: silentLogger(), registry });
+    const [address] = await engine.broker.listen();
+    return { engine, dir, dbPath, config, project, port: address.port, loadMs: Math.round(t1 - t0), startMs: Math.round(performance.now() - t1) };
+  } catch (err) {
+    await closeEngine(engine, dir).catch(() => {});
+    throw err;
+  }
+}
+
+/** The `broker:` and `storage:` sections every bench child's signalbox.yaml starts with. */
+export function benchConfigHead(dbPath, limits) {
+  return [
+    'broker:',
+    '  listeners: [{ type: mqtt, host: 127.0.0.1, port: 0 }]',
+    ...(limits ? [`  limits: ${JSON.stringify(limits)}`] : []),
+    'storage:',
+    `  path: ${JSON.stringify(dbPath)}`,
+  ];
 }
 
 export function send(message) {

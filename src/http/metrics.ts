@@ -37,6 +37,14 @@ const OUTPUT_STATES = ['idle', 'sending', 'backoff', 'stopped'] as const;
 
 type Labels = Record<string, string>;
 
+/** What a series reads when scraped: one value, or one per label set. */
+type Reading = number | Array<[Labels, number]>;
+
+function fill(reading: Reading, put: (labels: Labels, n: number) => void): void {
+  if (typeof reading === 'number') put({}, reading);
+  else for (const [labels, n] of reading) put(labels, n);
+}
+
 /**
  * Builds a Prometheus registry (a value: no global default registry) whose series are read
  * from `sources` when scraped, plus Node's process metrics (`process_*`, `nodejs_*`).
@@ -44,7 +52,8 @@ type Labels = Record<string, string>;
 export function createMetricsRegistry(sources: MetricsSources): Registry {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
-  const counter = (name: string, help: string, read: () => number | Array<[Labels, number]>, labelNames: string[] = []): void => {
+  // Every series is read from its source when scraped: reset, then filled from `read`.
+  const counter = (name: string, help: string, read: () => Reading, labelNames: string[] = []): void => {
     new Counter({
       name,
       help,
@@ -52,13 +61,11 @@ export function createMetricsRegistry(sources: MetricsSources): Registry {
       registers: [registry],
       collect() {
         this.reset();
-        const v = read();
-        if (typeof v === 'number') this.inc(v);
-        else for (const [labels, n] of v) this.inc(labels, n);
+        fill(read(), (labels, n) => this.inc(labels, n));
       },
     });
   };
-  const gauge = (name: string, help: string, read: () => number | Array<[Labels, number]>, labelNames: string[] = []): void => {
+  const gauge = (name: string, help: string, read: () => Reading, labelNames: string[] = []): void => {
     new Gauge({
       name,
       help,
@@ -66,9 +73,7 @@ export function createMetricsRegistry(sources: MetricsSources): Registry {
       registers: [registry],
       collect() {
         this.reset();
-        const v = read();
-        if (typeof v === 'number') this.set(v);
-        else for (const [labels, n] of v) this.set(labels, n);
+        fill(read(), (labels, n) => this.set(labels, n));
       },
     });
   };

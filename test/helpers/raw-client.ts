@@ -217,10 +217,11 @@ export function encodeConnect(fields: RawConnectFields = {}): Buffer {
     level === 5 ? Buffer.from([0]) : Buffer.alloc(0),
     str(clientId),
   ]);
-  return Buffer.concat([Buffer.from([0x10]), encodeLength(body.length), body]);
+  return Buffer.concat([Buffer.from([0x10]), varint(body.length), body]);
 }
 
-function encodeLength(n: number): Buffer {
+/** The Variable Byte Integer encoding of a remaining length [MQTT-1.5.5]. */
+export function varint(n: number): Buffer {
   const out: number[] = [];
   do {
     let byte = n % 128;

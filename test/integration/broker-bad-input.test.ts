@@ -5,7 +5,7 @@ import { afterEach, describe, expect, test } from 'vitest';
 import type { BrokerConfigInput } from '../../src/config/broker.js';
 import { startEngine, type TestEngine } from '../helpers/engine.js';
 import { connect, quiet } from '../helpers/mqtt.js';
-import { openRaw, type RawClient } from '../helpers/raw-client.js';
+import { openRaw, varint, type RawClient } from '../helpers/raw-client.js';
 
 // Every test gets its own broker; cleanups run last-registered first.
 const cleanups: Array<() => Promise<void> | void> = [];
@@ -97,18 +97,6 @@ async function expectRefused(r: RawClient, version: 4 | 5, reasonCode: number): 
   await r.closed();
   // Nothing else was sent (no PUBACK/SUBACK for the refused packet, no DISCONNECT to a 3.1.1 client).
   await expect(r.nextPacket()).rejects.toThrow(/closed/);
-}
-
-/** The Variable Byte Integer encoding of a remaining length [MQTT-1.5.5]. */
-function varint(n: number): Buffer {
-  const out: number[] = [];
-  do {
-    let byte = n % 128;
-    n = Math.floor(n / 128);
-    if (n > 0) byte |= 0x80;
-    out.push(byte);
-  } while (n > 0);
-  return Buffer.from(out);
 }
 
 function u16(n: number): Buffer {

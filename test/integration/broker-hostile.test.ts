@@ -4,7 +4,7 @@ import type { MqttClient } from 'mqtt';
 import { afterEach, describe, expect, test } from 'vitest';
 import { startBrokerProcess, type BrokerProcess } from '../helpers/broker-process.js';
 import { collect, connect } from '../helpers/mqtt.js';
-import { openRaw, type RawClient } from '../helpers/raw-client.js';
+import { openRaw, varint, type RawClient } from '../helpers/raw-client.js';
 
 // Hostile clients against the broker running alone in a child process (the built dist/), so
 // its memory (VmRSS) and file descriptors are read from /proc without the test's own sockets
@@ -38,18 +38,6 @@ async function bystander(b: BrokerProcess): Promise<{ client: MqttClient; roundT
       expect((await got).map((m) => m.payload.toString()).sort()).toEqual(Array.from({ length: n }, (_, i) => String(i)).sort());
     },
   };
-}
-
-/** The Variable Byte Integer encoding of a remaining length [MQTT-1.5.5]. */
-function varint(n: number): Buffer {
-  const out: number[] = [];
-  do {
-    let byte = n % 128;
-    n = Math.floor(n / 128);
-    if (n > 0) byte |= 0x80;
-    out.push(byte);
-  } while (n > 0);
-  return Buffer.from(out);
 }
 
 /**

@@ -1,12 +1,12 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { gunzipSync } from 'node:zlib';
 import { afterEach, describe, expect, it } from 'vitest';
 import { systemClock } from '../../src/clock.js';
 import { silentLogger } from '../../src/log.js';
 import { OutputError } from '../../src/outputs/connector.js';
 import { influxConnector, influxSchema } from '../../src/outputs/influx.js';
 import { eventually } from '../helpers/durable.js';
+import { startFakeInflux } from '../helpers/fake-influx.js';
 import { startEngine, type TestEngine } from '../helpers/engine.js';
 import { connect } from '../helpers/mqtt.js';
 
@@ -22,36 +22,11 @@ afterEach(async () => {
 
 const T = Date.UTC(2026, 0, 1, 12);
 
-interface Answer {
-  status: number;
-  body?: string;
-  headers?: Record<string, string>;
-}
-
-/** A server standing in for InfluxDB: records every write and answers as `answer` says. */
-async function fakeInflux(answer: (body: string, n: number) => Answer) {
-  const writes: Array<{ body: string; at: number; status: number }> = [];
-  const server = http.createServer((req, res) => {
-    const chunks: Buffer[] = [];
-    req.on('data', (c: Buffer) => chunks.push(c));
-    req.on('end', () => {
-      const raw = Buffer.concat(chunks);
-      // The output gzips bodies over 1 KiB, as InfluxDB and VictoriaMetrics accept.
-      const body = (req.headers['content-encoding'] === 'gzip' ? gunzipSync(raw) : raw).toString('utf8');
-      const a = answer(body, writes.length + 1);
-      writes.push({ body, at: Date.now(), status: a.status });
-      res.writeHead(a.status, { 'content-type': 'text/plain', ...a.headers });
-      res.end(a.body ?? '');
-    });
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  cleanups.push(() => {
-    server.closeAllConnections();
-    return new Promise((resolve) => server.close(resolve));
-  });
-  /** Lines written with a 2xx answer. */
-  const accepted = () => writes.filter((w) => w.status < 300).flatMap((w) => w.body.split('\n'));
-  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, writes, accepted };
+/** A stand-in InfluxDB, closed after the test. */
+async function fakeInflux(answer?: Parameters<typeof startFakeInflux>[0]) {
+  const target = await startFakeInflux(answer);
+  cleanups.push(() => target.close());
+  return target;
 }
 
 const RULE = `rules:

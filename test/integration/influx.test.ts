@@ -1,8 +1,6 @@
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
-import { gunzipSync } from 'node:zlib';
 import { afterEach, describe, expect, it } from 'vitest';
 import { eventually } from '../helpers/durable.js';
+import { startFakeInflux } from '../helpers/fake-influx.js';
 import { startEngine, type TestEngine } from '../helpers/engine.js';
 import { connect } from '../helpers/mqtt.js';
 import { startVictoria, victoriaPeer, type Series, type Victoria } from '../helpers/victoria.js';
@@ -56,26 +54,11 @@ async function seriesOnce(vm: Victoria, match: string, samples: number): Promise
   }
 }
 
-/** A local HTTP server standing in for InfluxDB: records every write body and answers as `answer` says. */
-async function fakeInflux(answer: (body: string, n: number) => { status: number; body?: string; headers?: Record<string, string> } = () => ({ status: 204 })) {
-  const writes: Array<{ url: string; body: string; at: number; headers: http.IncomingHttpHeaders }> = [];
-  const server = http.createServer((req, res) => {
-    const chunks: Buffer[] = [];
-    req.on('data', (c: Buffer) => chunks.push(c));
-    req.on('end', () => {
-      const raw = Buffer.concat(chunks);
-      // The output gzips bodies over 1 KiB, as InfluxDB and VictoriaMetrics accept.
-      const body = (req.headers['content-encoding'] === 'gzip' ? gunzipSync(raw) : raw).toString('utf8');
-      writes.push({ url: req.url ?? '', body, at: Date.now(), headers: req.headers });
-      const a = answer(body, writes.length);
-      res.writeHead(a.status, { 'content-type': 'text/plain', ...a.headers });
-      res.end(a.body ?? '');
-    });
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  cleanups.push(() => new Promise((resolve) => server.close(resolve)));
-  server.unref();
-  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, writes };
+/** A stand-in InfluxDB, closed after the test. */
+async function fakeInflux(answer?: Parameters<typeof startFakeInflux>[0]) {
+  const target = await startFakeInflux(answer);
+  cleanups.push(() => target.close());
+  return target;
 }
 
 describe('an influx output writes points to VictoriaMetrics', () => {
