@@ -2,6 +2,7 @@ import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { systemClock, type Clock } from '../../src/clock.js';
+import { ConfigError, type ConfigIssue } from '../../src/config/issues.js';
 import { loadProject, type Project } from '../../src/config/load.js';
 import { createEngine, type Engine } from '../../src/engine/engine.js';
 import { HttpApi } from '../../src/http/api.js';
@@ -103,4 +104,15 @@ async function startFrom(dir: string, configFile: string, cleanup: () => void, d
       cleanup();
     },
   };
+}
+
+/** The issues `loadProject` reports for the project at `configFile`; [] when it loads. */
+export function loadIssues(configFile: string): ConfigIssue[] {
+  try {
+    loadProject(configFile, { explicit: true, registry: createOutputRegistry() });
+  } catch (err) {
+    if (err instanceof ConfigError) return err.issues;
+    throw err;
+  }
+  return [];
 }

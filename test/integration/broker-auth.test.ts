@@ -18,7 +18,7 @@ import { createOutputRegistry } from '../../src/outputs/registry.js';
 import { connectFrom, writeUsers } from '../helpers/auth.js';
 import { recordingLogger } from '../helpers/durable.js';
 import { cli, CLI } from '../helpers/cli.js';
-import { writeProject } from '../helpers/engine.js';
+import { loadIssues, writeProject } from '../helpers/engine.js';
 import { collect, connect, nextMessage, startBroker, type TestBroker } from '../helpers/mqtt.js';
 import { openRaw } from '../helpers/raw-client.js';
 
@@ -388,13 +388,7 @@ describe('users file errors', () => {
     cleanups.push(cleanup);
     if (usersYaml === 'a folder') mkdirSync(path.join(dir, 'users.yaml'));
     else if (usersYaml) writeFileSync(path.join(dir, 'users.yaml'), usersYaml);
-    try {
-      loadProject(configFile, { explicit: true, registry: createOutputRegistry() });
-    } catch (err) {
-      if (err instanceof ConfigError) return err.issues;
-      throw err;
-    }
-    return [];
+    return loadIssues(configFile);
   }
 
   test.each([
