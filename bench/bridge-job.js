@@ -12,7 +12,7 @@ import { performance } from 'node:perf_hooks';
 import mqtt from 'mqtt-packet';
 import { mosquittoMissing, mosquittoVersion, procStats, startMosquitto, startSignalboxBridge } from './bridge-procs.js';
 import { connectClient, Publisher, Subscriber } from './load.js';
-import { machineBusyMs, percentiles, withTimeout } from './stats.js';
+import { errorText, machineBusyMs, percentiles, withTimeout } from './stats.js';
 
 export const BRIDGE_CONTENDERS = ['signalbox', 'mosquitto'];
 /** Topic filter of the subscriber at the remote; publisher i sends on bench/<i>/data. */
@@ -133,8 +133,7 @@ async function runContender(kind, options) {
     const crash = crashed();
     if (crash) throw new Error(crash);
   } catch (err) {
-    const crash = crashed();
-    result.error = crash && !err.message.includes(crash) ? `${err.message} (${crash})` : err.message;
+    result.error = errorText(err, crashed());
   } finally {
     await clients?.close().catch(() => {});
     for (const p of procs.reverse()) await p.stop().catch(() => {});
@@ -157,8 +156,7 @@ async function phase(name, run, timeoutMs, clients, crashed) {
     });
   } catch (err) {
     clients.stopped = true;
-    const crash = crashed();
-    return { error: crash && !err.message.includes(crash) ? `${err.message} (${crash})` : err.message };
+    return { error: errorText(err, crashed()) };
   }
 }
 

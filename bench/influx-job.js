@@ -8,7 +8,7 @@ import { procStats } from './bridge-procs.js';
 import { startSignalboxInflux, startVictoriaBench, victoriaMissing } from './influx-procs.js';
 import { connectClient, Publisher } from './load.js';
 import { jsonPayload } from './rules-spec.js';
-import { formatBytes, formatInt, machineBusyMs, withTimeout } from './stats.js';
+import { errorText, formatBytes, formatInt, machineBusyMs, withTimeout } from './stats.js';
 
 /** Target: points per second end to end. */
 export const INFLUX_TARGET_POINTS_PER_SEC = 50_000;
@@ -99,8 +99,7 @@ async function runJob(options) {
     const crash = crashed();
     if (crash) throw new Error(crash);
   } catch (err) {
-    const crash = crashed();
-    result.error = crash && !err.message.includes(crash) ? `${err.message} (${crash})` : err.message;
+    result.error = errorText(err, crashed());
   } finally {
     await Promise.all(clients.map((c) => c.close().catch(() => {})));
     for (const p of procs.reverse()) await p.stop().catch(() => {});

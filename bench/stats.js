@@ -23,6 +23,11 @@ export class PhaseTimeoutError extends Error {
   }
 }
 
+/** `err`'s message, with why a child process died (`crash`, when any) unless it says so already. */
+export function errorText(err, crash) {
+  return crash && !err.message.includes(crash) ? `${err.message} (${crash})` : err.message;
+}
+
 /**
  * Races `promise` against a deadline. On timeout rejects with a {@link PhaseTimeoutError}
  * whose message is `what` plus whatever `progress()` says (e.g. "received 812 of 50000").
